@@ -1,0 +1,29 @@
+"""The pipeline API, the runtime that runs it on Ray, the CLI and the shipped pipelines.
+
+Build a graph with ``Pipeline``, check it with ``validate(nodes)``, run it with
+``pipelines.testing.run_local`` (no Ray) or ``pipelines.run`` (on a Ray cluster).
+"""
+
+from pipelines._errors import PipelineError, PipelineFileError, RuntimeFailure, ValidationError
+from pipelines._graph import Edge, OperatorSpec, Pipeline, Topic
+from pipelines._host import DeadLetter
+from pipelines._placement import Node, Placement
+from pipelines._summary import EdgeAccount, RunSummary
+from pipelines._validate import validate
+
+__all__ = [
+    "DeadLetter",
+    "Edge",
+    "EdgeAccount",
+    "Node",
+    "OperatorSpec",
+    "Pipeline",
+    "PipelineError",
+    "PipelineFileError",
+    "Placement",
+    "RunSummary",
+    "RuntimeFailure",
+    "Topic",
+    "ValidationError",
+    "validate",
+]
