@@ -73,13 +73,17 @@ def _encode_value(name: str, value: Any) -> Any:
     raise PayloadConversionError(name, value, hint=_HINT)
 
 
-def _field_array(name: str, values: list[Any]) -> pa.Array:
+def _field_array(name: str, values: list[Any], raw: list[Any]) -> pa.Array:
     tensor = any(isinstance(v, dict) for v in values)
     try:
         return pa.array(values, type=TENSOR if tensor else None)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        sample = next(v for v in values if v is not None)
-        raise PayloadConversionError(name, sample, hint=f"{_HINT} ({err})") from err
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
+        sample = next(v for v in raw if v is not None)
+        kinds = sorted({type(v).__name__ for v in raw if v is not None})
+        hint = _HINT
+        if len(kinds) > 1:
+            hint = f"messages disagree on its type ({', '.join(kinds)}); use one type throughout"
+        raise PayloadConversionError(name, sample, hint=f"{hint} ({err})") from err
 
 
 def messages_to_table(messages: Iterable[Message]) -> pa.Table:
@@ -107,8 +111,9 @@ def messages_to_table(messages: Iterable[Message]) -> pa.Table:
         names = list(dict.fromkeys(k for r in rows if r for k in r))
         for name in names:
             where = f"{section}.{name}"
-            values = [None if r is None else _encode_value(where, r.get(name)) for r in rows]
-            columns[where] = _field_array(where, values)
+            raw = [None if r is None else r.get(name) for r in rows]
+            values = [None if v is None else _encode_value(where, v) for v in raw]
+            columns[where] = _field_array(where, values, raw)
     return pa.table(columns)
 
 

@@ -224,7 +224,7 @@ class Pipeline:
     def _end(self, ref: str, direction: str) -> tuple[str, str]:
         op, _, port = ref.partition(".")
         spec = self.specs.get(op)
-        if not port and spec is not None:
+        if not port and spec is not None and isinstance(spec.operator, Operator):
             declared = spec.operator.ports(direction)
             if len(declared) == 1:
                 port = next(iter(declared))

@@ -111,7 +111,7 @@ def closest(placement: Placement, nodes: Sequence[Node], k: int = 3) -> list[str
     out = []
     for n in ranked:
         missing = [
-            f"{key}={n.labels.get(key, '<absent>')}"
+            f"{key}={node_labels(n).get(key, '<absent>')}"
             for key, v in selector.items()
             if not term_matches(key, v, node_labels(n))
         ]

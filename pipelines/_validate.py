@@ -58,13 +58,20 @@ def _roles(p: Pipeline) -> list[str]:
             out.append(f"edge {e.name}: policy={e.policy!r}; use one of {', '.join(POLICIES)}")
         if e.window < 1:
             out.append(f"edge {e.name}: window={e.window}; use 1 or more")
+        if e.rate_hz is not None and e.rate_hz <= 0:
+            out.append(f"edge {e.name}: rate_hz={e.rate_hz}; use a positive rate or None")
+        if e.deadline_ns is not None and e.deadline_ns <= 0:
+            out.append(
+                f"edge {e.name}: deadline_ms={e.deadline_ns / 1e6:g}; use a positive deadline "
+                "or None"
+            )
     return out
 
 
 def _edges(p: Pipeline) -> list[str]:
     out = []
-    ends = [(e.src, e.src_port, "outputs", e.name) for e in p.edges]
-    ends += [(e.dst, e.dst_port, "inputs", e.name) for e in p.edges]
+    ends = [(e.src, e.src_port, "outputs", f"edge {e.name}") for e in p.edges]
+    ends += [(e.dst, e.dst_port, "inputs", f"edge {e.name}") for e in p.edges]
     ends += [(t.operator, t.port, "outputs", f"publish {t.topic}") for t in p.publishes]
     ends += [(t.operator, t.port, "inputs", f"subscribe {t.topic}") for t in p.subscribes]
     for op, port, direction, where in ends:
@@ -73,18 +80,21 @@ def _edges(p: Pipeline) -> list[str]:
             known = ", ".join(p.specs) or "none"
             out.append(f"{where}: no operator {op!r} in the pipeline (known: {known})")
             continue
+        if not isinstance(spec.operator, Operator):
+            continue  # reported by _roles
         declared = spec.operator.ports(direction)
         if port != "?" and port not in declared:
             out.append(
                 f"{where}: operator {op!r} has no {direction[:-1]} port {port!r} "
                 f"(it declares: {', '.join(declared) or 'none'}); fix the port name"
             )
+    operators = {n for n, s in p.specs.items() if isinstance(s.operator, Operator)}
     for e in p.edges:
-        if e.src in p.specs and e.dst in p.specs:
+        if e.src in operators and e.dst in operators:
             out += _schema_mismatch(p, e)
     fed = {e.dst for e in p.edges} | {t.operator for t in p.subscribes}
     for spec in p.specs.values():
-        if spec.role != "source" and spec.name not in fed:
+        if spec.role != "source" and spec.name not in fed and spec.name in operators:
             out.append(
                 f"operator {spec.name!r} has no input connected; connect one of its inputs "
                 f"({', '.join(spec.operator.ports('inputs')) or 'none declared'}) or remove it"
@@ -108,7 +118,8 @@ def _schema_mismatch(p: Pipeline, e) -> list[str]:
         elif not want.accepts(got):
             out.append(
                 f"edge {e.name}: field {name!r} is {got.dtype}{list(got.shape or [])} at "
-                f"{e.src!r} but {e.dst!r} expects {want.dtype}{list(want.shape or [])}"
+                f"{e.src!r} but {e.dst!r} expects {want.dtype}{list(want.shape or [])}; "
+                "make the two port schemas agree, or convert it in an operator between them"
             )
     return out
 
@@ -142,8 +153,12 @@ def _cycles(p: Pipeline) -> list[str]:
 def _placements(p: Pipeline, nodes: Sequence[Node]) -> list[str]:
     out = []
     for spec in p.specs.values():
+        if not isinstance(spec.operator, Operator):
+            continue  # reported by _roles
         needs = spec.operator.resources.as_dict()
-        for i, replica in enumerate(spec.replica_ids()):
+        # keyed replicas each have their own placement; others share the operator's
+        replicas = spec.replica_ids() if spec.keys else spec.replica_ids()[:1]
+        for i, replica in enumerate(replicas):
             placement = spec.replica_placement(i) or Placement()
             if satisfying(placement, needs, nodes):
                 continue

@@ -169,11 +169,14 @@ class _LocalRunner:
         period = {h: _period(self.p.specs[h.spec.name].rate_hz) for h in sources}
         next_poll = {h: start for h in sources}
         tickers = [h for hs in self.hosts.values() for h in hs if h.op.tick_period_ns]
-        next_tick = {h: start + h.op.tick_period_ns for h in tickers}
+        # Event-time ticks follow the sources' clock: they start at the first event
+        # seen and never decide when the (wall) clock jumps next.
+        event = self.p.time == "event"
+        next_tick = {} if event else {h: start + h.op.tick_period_ns for h in tickers}
         polls, stopped_by = 0, "end-of-stream"
         while next_poll:
             self._drain()
-            due = min([*next_poll.values(), *next_tick.values()])
+            due = min([*next_poll.values(), *([] if event else next_tick.values())])
             if until_ns is not None and due > until_ns:
                 stopped_by = "until_ns"
                 break
@@ -192,9 +195,12 @@ class _LocalRunner:
                 self.emitted[h.spec.name] += len(outs)
                 self._emit(h, outs)
                 next_poll[h] += period[h]
-            for h in [h for h, t in next_tick.items() if t <= self.now()]:
-                self._emit(h, h.tick(self.now()))
-                next_tick[h] += h.op.tick_period_ns
+            if event and not next_tick and any(self.emitted.values()):
+                next_tick = {h: self.event_now + h.op.tick_period_ns for h in tickers}
+            for h in tickers:
+                while h in next_tick and next_tick[h] <= self.now():
+                    self._emit(h, h.tick(self.now()))
+                    next_tick[h] += h.op.tick_period_ns
         self._drain()
         for hosts in self.hosts.values():
             for h in hosts:
