@@ -1,0 +1,307 @@
+"""The driver: runs a validated pipeline on the Ray cluster it finds.
+
+``run(pipeline)`` connects (``address``, ``RAY_ADDRESS``, or the current
+connection), validates the graph against the live node table, starts one named
+actor per replica (``<pipeline>/<operator>#<replica>``) with its label selector,
+fallbacks and resources, reports replicas that cannot be placed within
+``placement_timeout_s`` (their inputs are then dropped as ``unplaceable``),
+starts the sources and waits until every sink has seen the end of every source
+it depends on, or until ``stop()``, Ctrl-C, SIGTERM or ``timeout_s``. Stopping is
+graceful: sources stop, what is in flight drains, sinks flush, actors exit, and
+the summary is returned and printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+
+from pipelines._actor import OperatorActor, RunConfig, TopicBroker
+from pipelines._errors import RuntimeFailure
+from pipelines._graph import OperatorSpec, Pipeline
+from pipelines._placement import Node, Placement
+from pipelines._plan import make_plan, topic_actor_name
+from pipelines._summary import EdgeAccount, RunSummary
+
+log = logging.getLogger("edgeray.runtime")
+
+#: How often the driver looks at progress, stop requests and deadlines while it waits.
+POLL_S = 0.25
+
+
+def live_nodes() -> list[Node]:
+    """The node table of the connected cluster."""
+    return [
+        Node(
+            node_id=n["NodeID"],
+            labels=dict(n.get("Labels") or {}),
+            resources=dict(n.get("Resources") or {}),
+            alive=bool(n.get("Alive")),
+        )
+        for n in ray.nodes()
+    ]
+
+
+def connect(address: str | None = None) -> None:
+    """Connect to Ray (``address``, else ``RAY_ADDRESS``, else a new local instance)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    target = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=target, log_to_driver=True, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as err:
+        raise RuntimeFailure(
+            f"cannot reach a Ray cluster at {target!r}: {err}. Start one with "
+            "`edgeray up cluster/fleets/local.toml` and export what `edgeray env` prints"
+        ) from err
+
+
+def actor_options(spec: OperatorSpec, replica: int, name: str, namespace: str) -> dict[str, Any]:
+    """Ray actor options for one replica: name, restarts, resources, label selector."""
+    needs = spec.operator.resources
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "max_concurrency": 1000,
+        "num_cpus": needs.num_cpus,
+    }
+    if needs.memory:
+        options["memory"] = needs.memory
+    if needs.num_gpus:
+        options["num_gpus"] = needs.num_gpus
+    if needs.custom:
+        options["resources"] = dict(needs.custom)
+    placement = spec.replica_placement(replica) or Placement()
+    selectors = placement.selectors()
+    if selectors[0]:
+        options["label_selector"] = selectors[0]
+    if len(selectors) > 1:
+        options["fallback_strategy"] = [{"label_selector": s} for s in selectors[1:]]
+    return options
+
+
+class Runtime:
+    """One run of one pipeline on Ray; ``run()`` returns its ``RunSummary``."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        address: str | None = None,
+        placement_timeout_s: float = 30.0,
+        namespace: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.p = pipeline
+        self.address = address
+        self.placement_timeout_s = placement_timeout_s
+        self.namespace = namespace or f"edgeray-{pipeline.name}-{uuid.uuid4().hex[:8]}"
+        self.on_progress = on_progress
+        self.actors: dict[str, Any] = {}
+        self.unplaceable: list[str] = []
+        self._stop = threading.Event()
+        self._stopped_by = "end-of-stream"
+        self._started = 0.0
+
+    # -- control --------------------------------------------------------------------
+    def stop(self, reason: str = "stop()") -> None:
+        """Ask for a graceful stop (safe from any thread or a signal handler)."""
+        if not self._stop.is_set():
+            self._stopped_by = reason
+            self._stop.set()
+
+    def deploy(self, nodes: Sequence[Node] | None = None) -> None:
+        """Validate against the live node table, start every actor, wait until placed."""
+        connect(self.address)
+        self.p.validate(live_nodes() if nodes is None else nodes)
+        plan = make_plan(self.p)
+        config = RunConfig(namespace=self.namespace, event_time=self.p.time == "event")
+        remote = ray.remote(OperatorActor)
+        for spec in self.p.specs.values():
+            for r in plan.replicas[spec.name]:
+                options = actor_options(spec, r.index, r.actor, self.namespace)
+                self.actors[r.actor] = remote.options(**options).remote(self.p, r.actor, config)
+        self.placed = self._wait_placed()
+        self._subscribe_topics()
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+        ray.get([a.start.remote(self.unplaceable) for a in self._live().values()])
+
+    def run(
+        self, timeout_s: float | None = None, nodes: Sequence[Node] | None = None
+    ) -> RunSummary:
+        """Deploy, start, wait for the end (or a stop), drain, and summarise."""
+        try:
+            if not self.actors:
+                self.deploy(nodes)
+            restore = self._install_signal_handlers()  # after ray.init, which installs its own
+            try:
+                self.start()
+                self._wait(timeout_s)
+                summary = self.finish()
+            finally:
+                restore()
+        except BaseException:
+            self._kill_all()
+            raise
+        print(summary.format(), flush=True)
+        return summary
+
+    def finish(self) -> RunSummary:
+        """Drain, flush and stop every actor; collect the figures."""
+        live = self._live()
+        stats = ray.get([a.finish.remote() for a in live.values()])
+        duration = time.perf_counter() - self._started
+        self._kill_all()
+        return self._summary(stats, duration)
+
+    def _kill_all(self) -> None:
+        for actor in self.actors.values():
+            ray.kill(actor, no_restart=True)
+
+    # -- internals ------------------------------------------------------------------
+    def _live(self) -> dict[str, Any]:
+        return {n: a for n, a in self.actors.items() if n not in self.unplaceable}
+
+    def _wait_placed(self) -> dict[str, dict]:
+        refs = {a.ready.remote(): name for name, a in self.actors.items()}
+        ready, pending = ray.wait(
+            list(refs), num_returns=len(refs), timeout=self.placement_timeout_s
+        )
+        placed = {refs[r]: info for r, info in zip(ready, ray.get(ready), strict=True)}
+        for ref in pending:
+            name = refs[ref]
+            self.unplaceable.append(name)
+            ray.kill(self.actors[name], no_restart=True)
+            log.error(
+                "%s could not be placed within %.0f s; its inputs are dropped as 'unplaceable'",
+                name,
+                self.placement_timeout_s,
+            )
+        return placed
+
+    def _subscribe_topics(self) -> None:
+        plan = make_plan(self.p)
+        for t in {t.topic for t in self.p.publishes} | {t.topic for t in self.p.subscribes}:
+            broker = (
+                ray.remote(TopicBroker)
+                .options(
+                    name=topic_actor_name(t),
+                    namespace=self.namespace,
+                    get_if_exists=True,
+                    lifetime="detached",
+                    num_cpus=0,
+                )  # fmt: skip
+                .remote(t, self.namespace)
+            )
+            for sub in self.p.subscribes:
+                if sub.topic == t:
+                    actors = [r.actor for r in plan.replicas[sub.operator]]
+                    key = f"{self.p.name}/{sub.operator}.{sub.port}"
+                    ray.get(broker.subscribe.remote(key, actors, sub.port))
+
+    def _wait(self, timeout_s: float | None) -> None:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        live = self._live()
+        sinks = [a for n, a in live.items() if self.p.specs[_op(n)].role == "sink"]
+        ends = sinks or [a for n, a in live.items() if self.p.specs[_op(n)].role == "source"]
+        waiting = {
+            (a.wait_done.remote() if sinks else a.wait_source_ended.remote()): a for a in ends
+        }
+        stop_sent = False
+        while waiting:
+            done, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=POLL_S)
+            for ref in done:
+                actor = waiting.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:  # restarted: ask again
+                    waiting[
+                        actor.wait_done.remote() if sinks else actor.wait_source_ended.remote()
+                    ] = actor
+            if deadline is not None and time.monotonic() > deadline:
+                self.stop(f"timeout ({timeout_s} s)")
+            if self._stop.is_set() and not stop_sent:
+                stop_sent = True
+                sources = [a for n, a in live.items() if self.p.specs[_op(n)].role == "source"]
+                ray.get([a.stop_sources.remote() for a in sources])
+            if self.on_progress is not None and sinks:
+                self.on_progress(sum(ray.get([a.progress.remote() for a in sinks])))
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            self.stop(signal.Signals(signum).name)
+
+        for s in previous:
+            signal.signal(s, handler)
+
+        def restore() -> None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore
+
+    def _summary(self, stats: list[dict], duration: float) -> RunSummary:
+        edges: dict[str, EdgeAccount] = {}
+        sources, sinks, dead = {}, {}, {}
+        latency: list[float] = []
+        for s in stats:
+            for name, account in s["edges"].items():
+                edges[name] = edges[name] + account if name in edges else account
+            op = s["operator"]
+            if s["role"] == "source":
+                sources[op] = sources.get(op, 0) + s["processed"]
+            if s["role"] == "sink":
+                sinks[op] = sinks.get(op, 0) + s["processed"]
+                latency += s["latency_ms"]
+            if s["dead_lettered"]:
+                dead[op] = dead.get(op, 0) + s["dead_lettered"]
+        self.stats = stats
+        return RunSummary(
+            pipeline=self.p.name,
+            duration_s=duration,
+            sources=sources,
+            sinks=sinks,
+            edges=edges,
+            dead_lettered=dead,
+            latency_ms=latency,
+            stopped_by=self._stopped_by,
+            unplaceable=list(self.unplaceable),
+        )
+
+
+def _op(actor: str) -> str:
+    return actor.split("/", 1)[1].rsplit("#", 1)[0]
+
+
+def run(
+    pipeline: Pipeline,
+    *,
+    address: str | None = None,
+    nodes: Sequence[Node] | None = None,
+    timeout_s: float | None = None,
+    placement_timeout_s: float = 30.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Run ``pipeline`` on Ray until its sources end (or a stop) and return the summary."""
+    runtime = Runtime(
+        pipeline, address=address, placement_timeout_s=placement_timeout_s, on_progress=on_progress
+    )
+    return runtime.run(timeout_s, nodes)
