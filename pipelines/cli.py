@@ -1,0 +1,328 @@
+"""The ``edgeray`` command: fleets on this machine, pipelines as Ray jobs.
+
+    edgeray up SPEC                start SPEC's fleet here behind a supervisor
+    edgeray down                   stop what ``up`` started (by pid)
+    edgeray nodes                  the live fleet as a table
+    edgeray env                    exports for plain Ray clients (ray job, ray list, ray.init)
+    edgeray join-cmd SPEC NODE     the ``ray start`` line a real device runs
+    edgeray kuberay SPEC           a KubeRay RayCluster manifest (JSON, which is YAML)
+    edgeray submit PIPELINE.py     run a pipeline file as a Ray job and follow its logs
+    edgeray run PIPELINE.py        run it here (RAY_ADDRESS, the fleet, or an embedded one)
+
+``down``, ``nodes``, ``env``, ``submit`` and ``run`` find the fleet by name (``--fleet``,
+default ``local``) in the state directory: ``--state-dir``, else ``$EDGERAY_STATE_DIR``, else
+``${XDG_STATE_HOME:-~/.local/state}/edgeray/<fleet>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from models import EdgerayError
+
+DEFAULT_FLEET = "local"
+JOB_STOP_WAIT_S = 15
+EXIT_ERROR = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Imports below name modules (cluster._spec), not package re-exports, so the command
+    # also works from an editable install made before those packages had an __init__.py.
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        return args.func(args) or 0
+    except EdgerayError as e:
+        print(f"edgeray {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="edgeray", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str, *, fleet: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        if fleet:
+            p.add_argument("--fleet", default=DEFAULT_FLEET, help="fleet name (default: local)")
+            p.add_argument("--state-dir", help="the fleet's state directory")
+        return p
+
+    p = add("up", cmd_up, "start a fleet on this machine behind a supervisor")
+    p.add_argument("spec", help="fleet spec, e.g. cluster/fleets/local.toml")
+    p.add_argument("--state-dir", help="the fleet's state directory")
+    p.add_argument("--dashboard-port", type=int, help="0 picks a free port (default: the spec's)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it")
+
+    add("down", cmd_down, "stop the fleet that `up` started (by pid)", fleet=True)
+    add("nodes", cmd_nodes, "print the live fleet as a table", fleet=True)
+    add("env", cmd_env, "print the exports plain Ray clients need", fleet=True)
+
+    p = add("join-cmd", cmd_join, "print the `ray start` line a real device runs")
+    p.add_argument("spec")
+    p.add_argument("node", help="the node's name in the spec")
+    p.add_argument("--address", default="HEAD_HOST:6379", help="the head's GCS address")
+
+    p = add("kuberay", cmd_kuberay, "print a KubeRay RayCluster manifest for a spec")
+    p.add_argument("spec")
+    p.add_argument("--image", default=None, help="Ray container image")
+
+    p = add("submit", cmd_submit, "submit a pipeline file as a Ray job", fleet=True)
+    p.add_argument("pipeline", help="a pipeline file (a module with build())")
+    p.add_argument("--address", help="job API address, e.g. http://127.0.0.1:8265")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+
+    p = add("run", cmd_run, "run a pipeline file in this process", fleet=True)
+    p.add_argument("pipeline")
+    p.add_argument("--timeout", type=float, default=None, help="stop the run after N seconds")
+    return ap
+
+
+# ---------------------------------------------------------------------------- fleet
+
+
+def _state_dir(args: argparse.Namespace, fleet: str) -> Path:
+    from cluster._state import state_dir
+
+    return state_dir(fleet, getattr(args, "state_dir", None))
+
+
+def _require_fleet(args: argparse.Namespace):
+    from cluster._control import running
+    from cluster._errors import FleetError
+
+    directory = _state_dir(args, args.fleet)
+    state = running(directory)
+    if state is None:
+        raise FleetError(
+            f"no fleet {args.fleet!r} is up (state dir {directory}); start one with "
+            "`edgeray up cluster/fleets/local.toml`"
+        )
+    return state
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cluster._control import up
+    from cluster._spec import load_spec
+
+    spec = load_spec(args.spec)
+    directory = _state_dir(args, spec.name)
+    print(f"starting fleet {spec.name!r} ({len(spec.nodes)} nodes + head) ...", flush=True)
+    result = up(spec, directory, dashboard_port=args.dashboard_port, timeout_s=args.timeout)
+    s = result.state
+    if result.already_up:
+        print(f"fleet {s.fleet!r} is already up (supervisor pid {s.supervisor.pid}); left alone")
+    else:
+        print(f"fleet {s.fleet!r} is up (supervisor pid {s.supervisor.pid})")
+    print(f"  GCS address:  {s.gcs_address}")
+    print(f"  dashboard:    {s.dashboard_url}  (token: {s.token_path})")
+    print(f"  state dir:    {directory}")
+    print('  clients:      eval "$(edgeray env)"; `edgeray down` stops it')
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from cluster._control import down
+
+    print(down(_state_dir(args, args.fleet)))
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cluster._local import fetch_nodes
+
+    state = _require_fleet(args)
+    nodes = fetch_nodes(state.dashboard_url, state.token())
+    table = Table(title=f"fleet {state.fleet} ({state.gcs_address})")
+    for col in ("node", "id", "role", "labels", "CPU", "memory", "object store", "custom", "alive"):
+        table.add_column(col)
+    std = {"CPU", "GPU", "memory", "object_store_memory"}
+    for n in nodes:
+        labels = {k: v for k, v in n.labels.items() if k not in ("edge.node", "edge.role")}
+        custom = {
+            k: v for k, v in n.resources.items() if k not in std and not k.startswith("node:")
+        }
+        table.add_row(
+            n.name,
+            n.node_id[:12],
+            n.labels.get("edge.role", ""),
+            ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            f"{n.resources.get('CPU', 0):g}",
+            _gib(n.resources.get("memory", 0)),
+            _gib(n.resources.get("object_store_memory", 0)),
+            ",".join(f"{k}={v:g}" for k, v in sorted(custom.items())),
+            "yes" if n.alive else "NO",
+        )
+    Console(width=200).print(table)
+    return 0
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB"
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    state = _require_fleet(args)
+    for k, v in state.env().items():
+        print(f"export {k}={shlex.quote(v)}")
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from cluster._deploy import join_command
+    from cluster._spec import load_spec
+
+    print(join_command(load_spec(args.spec), args.node, args.address))
+    return 0
+
+
+def cmd_kuberay(args: argparse.Namespace) -> int:
+    from cluster._deploy import RAY_IMAGE, kuberay_manifest, to_yaml
+    from cluster._spec import load_spec
+
+    sys.stdout.write(to_yaml(kuberay_manifest(load_spec(args.spec), image=args.image or RAY_IMAGE)))
+    return 0
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+def project_root(path: Path) -> Path:
+    """The nearest directory above ``path`` with a ``pyproject.toml`` (else its folder)."""
+    for d in path.resolve().parents:
+        if (d / "pyproject.toml").exists():
+            return d
+    return path.resolve().parent
+
+
+def job_runtime_env(root: Path) -> dict:
+    return {
+        "working_dir": str(root),
+        "excludes": ["*.egg-info", "__pycache__", "bench/results"],  # Ray skips .git, .venv
+        "env_vars": {
+            # `ray job stop` → KeyboardInterrupt in the driver, then time to drain and flush.
+            "RAY_JOB_STOP_SIGNAL": "SIGINT",
+            "RAY_JOB_STOP_WAIT_TIME_S": str(JOB_STOP_WAIT_S),
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        },
+    }
+
+
+def _job_target(args: argparse.Namespace) -> tuple[str, str | None, str]:
+    """(job API address, token or None, where the address came from)."""
+    from cluster._control import running
+
+    state = running(_state_dir(args, args.fleet))
+    if args.address:
+        token = state.token() if state and state.dashboard_url == args.address else _env_token()
+        return args.address, token, "--address"
+    if state is not None:
+        return state.dashboard_url, state.token(), f"fleet {state.fleet!r}"
+    for var in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        if os.environ.get(var):
+            return os.environ[var], _env_token(), var
+    return "http://127.0.0.1:8265", _env_token(), "default"
+
+
+def _env_token() -> str | None:
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"]
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(path).read_text().strip() if path and Path(path).exists() else None
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines._errors import RuntimeFailure
+    from pipelines._pipeline_file import load_pipeline_module
+
+    path = Path(args.pipeline)
+    load_pipeline_module(path)  # a file without build() fails here, before anything is sent
+    address, token, source = _job_target(args)
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        client = JobSubmissionClient(address, headers=headers)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RuntimeFailure(
+            f"no Ray cluster answers at {address} (from {source}): {e}. Start one with "
+            "`edgeray up cluster/fleets/local.toml`, or pass --address http://HOST:PORT"
+        ) from None
+    root = project_root(path)
+    rel = path.resolve().relative_to(root)
+    job_id = client.submit_job(
+        entrypoint=f"python {shlex.quote(str(rel))}", runtime_env=job_runtime_env(root)
+    )
+    print(f"submitted {rel} as job {job_id} to {address}", flush=True)
+    if args.no_wait:
+        return 0
+
+    async def follow() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            sys.stdout.write(lines)
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(follow())
+    except KeyboardInterrupt:
+        print(f"\nstopping job {job_id} (it drains for up to {JOB_STOP_WAIT_S} s) ...")
+        client.stop_job(job_id)
+        asyncio.run(follow())
+    status = client.get_job_status(job_id)
+    print(f"job {job_id}: {status.value}")
+    return 0 if status == JobStatus.SUCCEEDED else EXIT_ERROR
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines._pipeline_file import load_pipeline_module
+
+    module = load_pipeline_module(args.pipeline)
+    pipeline = module.build()
+    from cluster._control import running
+
+    if os.environ.get("RAY_ADDRESS"):
+        return _run(pipeline, os.environ["RAY_ADDRESS"], args.timeout)
+    state = running(_state_dir(args, args.fleet))
+    if state is not None:
+        os.environ.update({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
+        return _run(pipeline, state.gcs_address, args.timeout)
+    from cluster._local import LocalFleet
+    from cluster._spec import default_spec_path, load_spec
+
+    spec = load_spec(default_spec_path())
+    print(f"no RAY_ADDRESS and no fleet up: starting an embedded {spec.name!r} fleet", flush=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="edgeray-run-") as tmp,
+        LocalFleet(spec, state_dir=tmp, dashboard_port=0) as fleet,
+    ):
+        print(f"  dashboard {fleet.dashboard_url}", flush=True)
+        return _run(pipeline, fleet.address, args.timeout)
+
+
+def _run(pipeline, address: str, timeout_s: float | None) -> int:
+    from pipelines._runtime import run  # written alongside this CLI; imported only when run
+
+    summary = run(pipeline, address=address, timeout_s=timeout_s)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
