@@ -59,15 +59,9 @@ def start_args(node: NodeSpec) -> dict[str, str]:
 
 
 def join_command(spec: FleetSpec, node_name: str, address: str) -> str:
-    """The ``ray start`` line a real device runs to join the fleet as ``node_name``.
-
-    Ray accepts only whole CPUs on the command line; a fractional ``num_cpus`` (fine for
-    a local fleet) is rounded up to 1 here.
-    """
+    """The ``ray start`` line a real device runs to join the fleet as ``node_name``."""
     node = spec.node(node_name)
     args = start_args(node)
-    if not float(node.num_cpus).is_integer():
-        args["num-cpus"] = str(max(1, int(node.num_cpus + 0.999)))
     parts = ["ray", "start", f"--address={address}"]
     parts += [f"--{k}={v}" for k, v in args.items()]
     return " ".join(_quote(p) for p in parts)
@@ -98,7 +92,7 @@ def kuberay_manifest(spec: FleetSpec, *, image: str = RAY_IMAGE) -> dict[str, An
             if k != "edge.node" and all(n.labels.get(k) == v for n in nodes)
         }
         first = nodes[0]
-        params = {"labels": labels_arg(shared), "num-cpus": str(max(1, round(first.num_cpus)))}
+        params = {"labels": labels_arg(shared), "num-cpus": str(_num(first.num_cpus))}
         if first.resources:
             params["resources"] = json.dumps(resources_arg(first.resources))
         params["object-store-memory"] = str(first.object_store_memory)

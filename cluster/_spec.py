@@ -17,7 +17,7 @@ under ``ray.io/`` reserved).
 ... name = "car-1"
 ... role = "vehicle"
 ... sensors = ["camera"]
-... num_cpus = 0.5
+... num_cpus = 1
 ... memory = "1GiB"
 ... object_store_memory = "100MB"
 ... resources = { camera = 1 }
@@ -223,7 +223,7 @@ def _head(path: str, raw: dict) -> HeadSpec:
         )
     return HeadSpec(
         dashboard_port=port,
-        num_cpus=_number(path, raw, "num_cpus", HEAD_NAME, default=d.num_cpus),
+        num_cpus=_whole(path, raw, "num_cpus", HEAD_NAME, default=d.num_cpus),
         memory=_size(path, raw, "memory", HEAD_NAME, default=d.memory),
         object_store_memory=_size(
             path, raw, "object_store_memory", HEAD_NAME, default=d.object_store_memory
@@ -303,7 +303,7 @@ def _node(path: str, index: int, raw: Any) -> NodeSpec:
                 node=name,
                 field=f"resources.{key}",
             )
-        res[key] = _number(path, resources, key, name, default=None, field_name=f"resources.{key}")
+        res[key] = _whole(path, resources, key, name, default=None, field_name=f"resources.{key}")
     geo = None
     if "geo" in raw:
         g = _table(path, raw, "geo", name, required=True)
@@ -311,7 +311,7 @@ def _node(path: str, index: int, raw: Any) -> NodeSpec:
         lat = _number(path, g, "lat", name, default=None, field_name="geo.lat", lo=-90, hi=90)
         lon = _number(path, g, "lon", name, default=None, field_name="geo.lon", lo=-180, hi=180)
         geo = Geo(lat, lon)
-    num_cpus = _number(path, raw, "num_cpus", name, default=None)
+    num_cpus = _whole(path, raw, "num_cpus", name, default=None)
     return NodeSpec(
         name=name,
         labels=MappingProxyType(labels),
@@ -404,6 +404,23 @@ def _str(
             f"expected a non-empty string, got {value!r}",
             node=node,
             field=field_name or key,
+        )
+    return value
+
+
+def _whole(path: str, raw: dict, key: str, node: str | None, **kw) -> float:
+    """A node's resource quantity: Ray 2.60 refuses to start a node with a fractional one
+    ("Resource quantities must all be whole numbers"); tasks and actors may ask for fractions.
+    """
+    value = _number(path, raw, key, node, **kw)
+    if not float(value).is_integer():
+        raise FleetSpecError(
+            path,
+            f"{value:g} is not a whole number; Ray gives a node whole units of each resource "
+            "(an actor may still ask for a fraction, e.g. num_cpus=0.5): write "
+            f"{int(value) or 1}",
+            node=node,
+            field=kw.get("field_name") or key,
         )
     return value
 
