@@ -235,6 +235,7 @@ class LocalFleet:
         self._head = ray._private.node.Node(
             params, head=True, shutdown_at_exit=True, spawn_reaper=True
         )
+        self._pin_address(self._head)
 
     def _start_worker(self, node: NodeSpec) -> None:
         import ray._private.node
@@ -253,6 +254,21 @@ class LocalFleet:
             params, head=False, shutdown_at_exit=True, spawn_reaper=True
         )
         self._workers.append((node, worker))
+        self._pin_address(worker)
+
+    def _pin_address(self, node: Any) -> None:
+        """Write this fleet's GCS address as the node's "current cluster".
+
+        Ray's job supervisor resolves a job driver's RAY_ADDRESS with "auto" against
+        ``<temp dir>/ray_current_cluster`` of its node, else /tmp/ray/ray_current_cluster,
+        else any GCS process it finds on the machine (ray 2.60,
+        ``JobSupervisor._get_driver_env_vars``). ``ray start --head`` writes that file;
+        the node API does not, so without it a job on this fleet may connect to another
+        Ray instance on the machine.
+        """
+        import ray._private.utils
+
+        ray._private.utils.write_ray_address(self.address, node.get_temp_dir_path())
 
     def wait_ready(self) -> None:
         """Return once the dashboard lists every node alive; a FleetError after the timeout."""

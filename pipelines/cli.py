@@ -319,9 +319,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(pipeline, address: str, timeout_s: float | None) -> int:
     from pipelines._runtime import run  # written alongside this CLI; imported only when run
 
-    summary = run(pipeline, address=address, timeout_s=timeout_s)
-    print(summary)
-    return 0
+    summary = run(pipeline, address=address, timeout_s=timeout_s)  # prints its own summary
+    return EXIT_ERROR if summary.unplaceable else 0
 
 
 if __name__ == "__main__":

@@ -190,6 +190,12 @@ def test_ray_job_stop_interrupts_the_driver_so_it_can_drain(fleet):
     assert "NOT STOPPED" not in logs
 
 
+def test_run_executes_a_pipeline_on_the_fleet_that_is_up(fleet):
+    out = edgeray(fleet, "run", "tests/system/fleet_run_pipeline.py", limit_s=150)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sinks: {'out': 20}" in out.stdout
+
+
 def test_submit_without_a_reachable_cluster_names_the_address(fleet, tmp_path):
     address = f"http://127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "pipelines.cli", "submit", JOB, "--address", address]
