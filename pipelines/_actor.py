@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import count
@@ -33,7 +34,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from operators import Context, EndOfStream, Message
-from pipelines._channel import Link
+from pipelines._channel import Link, Resequencer
 from pipelines._graph import Edge, Pipeline
 from pipelines._host import Host
 from pipelines._metrics import RayMetrics
@@ -84,6 +85,7 @@ class OperatorActor:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="operator")
         self.loop = asyncio.get_running_loop()
         self.inbox: asyncio.PriorityQueue = asyncio.PriorityQueue()
+        self.resequencers: dict[tuple[str, str], Resequencer] = {}
         self.order = count()
         self.handles: dict[str, Any] = {}
         self.edges = {e.name: e for e in pipeline.edges}
@@ -99,7 +101,9 @@ class OperatorActor:
         self.processed = self.puts = 0
         self.latency_ms: list[float] = []
         self.tasks: set[asyncio.Task] = set()
-        reconstructed = rt.was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray's property trips its own deprecation warning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            reconstructed = rt.was_current_actor_reconstructed
         self._spawn(self._run(recover=reconstructed))
         if reconstructed and self.role == "source":
             self._spawn(self._source_loop())
@@ -114,6 +118,10 @@ class OperatorActor:
 
     async def start(self, unplaceable: list[str]) -> None:
         """Mark links to replicas that could not be placed, then start polling / ticking."""
+        if unplaceable:
+            self.config = replace(self.config, unplaceable=frozenset(unplaceable))
+            self.plan = make_plan(self.p, self.config.unplaceable)
+            self._check_done()
         for links in self.links.values():
             for dst, link in links.items():
                 if dst in unplaceable:
@@ -123,9 +131,10 @@ class OperatorActor:
         if self.spec.operator.tick_period_ns and not self.config.event_time:
             self._spawn(self._tick_loop())
 
-    async def stop_sources(self) -> None:
-        """Stop polling; the source then sends end-of-stream and the pipeline drains."""
+    async def stop(self) -> None:
+        """Graceful stop: a source stops polling and sends end-of-stream; topic inputs close."""
         self.stopping = True
+        self._check_done()
 
     async def wait_done(self) -> bool:
         """Return once this replica has seen the end of every source it depends on."""
@@ -147,8 +156,11 @@ class OperatorActor:
         await self.drain()
         if self.role == "sink" and hasattr(self.host.op, "flush"):
             await self.loop.run_in_executor(self.pool, self.host.op.flush)
+        stats = self.stats()
+        if self.role == "sink":
+            stats["snapshot"] = await self.loop.run_in_executor(self.pool, self.host.op.snapshot)
         await self.loop.run_in_executor(self.pool, self.host.op.teardown)
-        return self.stats()
+        return stats
 
     def stats(self) -> dict[str, Any]:
         accounts = {}
@@ -168,6 +180,9 @@ class OperatorActor:
             "dead_letters": [(d.port, d.key, d.cause) for d in self.host.dead_letters],
             "duplicates": self.host.duplicates,
             "edges": accounts,
+            "peak_in_flight": {
+                key: max(link.peak for link in links.values()) for key, links in self.links.items()
+            },
             "latency_ms": self.latency_ms,
         }
 
@@ -184,10 +199,14 @@ class OperatorActor:
         return out
 
     # -- called by producers --------------------------------------------------------
-    async def push(self, edge: str, port: str, item: Message | EndOfStream, sender: str) -> str:
+    async def push(
+        self, edge: str, port: str, item: Message | EndOfStream, sender: str, seq: int, low: int
+    ) -> str:
         future = self.loop.create_future()
-        rank = _EOS_RANK if isinstance(item, EndOfStream) else -int(item.qos)
-        self.inbox.put_nowait((rank, next(self.order), edge, port, item, sender, future))
+        reseq = self.resequencers.setdefault((edge, sender), Resequencer())
+        for entry in reseq.arrive(seq, low, (edge, port, item, sender, future)):
+            rank = _EOS_RANK if isinstance(entry[2], EndOfStream) else -int(entry[2].qos)
+            self.inbox.put_nowait((rank, next(self.order), *entry))
         return await future
 
     # -- internals ------------------------------------------------------------------
@@ -215,9 +234,9 @@ class OperatorActor:
         return links
 
     def _link(self, edge: Edge, dst: str) -> Link:
-        async def push(item: Message | EndOfStream) -> str:
+        async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
             handle = self._handle(dst)
-            return await handle.push.remote(edge.name, edge.dst_port, item, self.actor)
+            return await handle.push.remote(edge.name, edge.dst_port, item, self.actor, seq, low)
 
         return Link(edge, push, retryable=(RayActorError,), now=self.now,
                     event_time=self.config.event_time, on_change=self._gauge)  # fmt: skip
@@ -234,16 +253,17 @@ class OperatorActor:
     async def _run(self, recover: bool) -> None:
         if recover:
             await self._recover_eos()
-        subscribed = any(t.operator == self.spec.name for t in self.p.subscribes)
-        if self.role == "sink" and not self.plan.expected_eos.get(self.actor) and not subscribed:
-            self.done.set()  # nothing upstream can end: only a stop ends this sink
+        self._check_done()
         while True:
             _, _, edge, port, item, sender, future = await self.inbox.get()
             try:
                 if isinstance(item, EndOfStream):
                     status = await self._end_of(item.source, sender)
                 else:
-                    status = await self._process(edge, port, item)
+                    status, outputs = await self._process(edge, port, item)
+                    if outputs:  # acknowledge once every output is settled downstream
+                        self._spawn(_ack_when_settled(future, status, outputs))
+                        continue
             except Exception:  # a runtime fault must not wedge the producer
                 logging.getLogger("edgeray").exception("%s failed on %s", self.actor, edge)
                 self.host.dead_lettered += 1
@@ -251,15 +271,17 @@ class OperatorActor:
             if not future.done():
                 future.set_result(status)
 
-    async def _process(self, edge_name: str, port: str, message: Message) -> str:
+    async def _process(
+        self, edge_name: str, port: str, message: Message
+    ) -> tuple[str, list[asyncio.Future]]:
         edge = self.edges.get(edge_name)
         if self.role == "sink" and not self.host.first_time(message):
-            return "duplicate"
+            return "duplicate", []
         self.event_now = max(self.event_now, message.event_ts)
         if edge is not None and too_old(message, edge.deadline_ns, self.now(),
                                         event_time=self.config.event_time):  # fmt: skip
             self.metrics.count("dropped", reason="deadline", edge=edge_name)
-            return "dropped:deadline"
+            return "dropped:deadline", []
         resolved, refs = await self._resolve(message)
         dead_before = self.host.dead_lettered
         started = time.perf_counter()
@@ -268,7 +290,7 @@ class OperatorActor:
         self.metrics.count("messages_in", port=port)
         if self.host.dead_lettered > dead_before:
             self.metrics.count("dead_lettered")
-            return "dead"
+            return "dead", []
         self.processed += 1
         if self.role == "sink":
             latency = (time.time_ns() - message.ingest_ts) / 1e6
@@ -277,8 +299,7 @@ class OperatorActor:
                 self.latency_ms.append(latency)
         if self.config.event_time and self.spec.operator.tick_period_ns:
             outs = outs + await self._event_ticks()
-        await self._emit(outs, refs)
-        return "delivered"
+        return "delivered", await self._emit(outs, refs)
 
     async def _resolve(self, message: Message) -> tuple[Message, dict[int, Any]]:
         """Replace ``ObjectRef`` payload values by their (read-only) arrays."""
@@ -305,7 +326,11 @@ class OperatorActor:
                 payload[k], changed = ref, True
         return replace(message, payload=payload) if changed else message
 
-    async def _emit(self, outs: list[tuple[str, Message]], refs: dict[int, Any]) -> None:
+    async def _emit(
+        self, outs: list[tuple[str, Message]], refs: dict[int, Any]
+    ) -> list[asyncio.Future]:
+        """Hand outputs to their links; the futures settle when they are settled downstream."""
+        settled = []
         for port, message in outs:
             message = self._by_reference(message, refs)
             self.metrics.count("messages_out", port=port)
@@ -315,9 +340,10 @@ class OperatorActor:
                 if replica is None:
                     next(iter(self.links[e.name].values())).reject("unroutable")
                     continue
-                await self.links[e.name][dsts[replica].actor].send(message)
+                settled.append(await self.links[e.name][dsts[replica].actor].send(message))
             for link in self.topic_links.get(port, ()):
-                await link.send(message)
+                settled.append(await link.send(message))
+        return settled
 
     async def _end_of(self, source: str, sender: str) -> str:
         expected = self.plan.expected_eos.get(self.actor, {})
@@ -334,11 +360,16 @@ class OperatorActor:
                     link.send_eos(EndOfStream(source))
 
     def _check_done(self) -> None:
+        """Done: every source upstream has ended, and topic inputs (endless) are closed."""
+        if self.role == "source":
+            return
         expected = self.plan.expected_eos.get(self.actor, {})
-        seen = {}
+        seen: dict[str, int] = {}
         for s, _ in self.eos_seen:
             seen[s] = seen.get(s, 0) + 1
-        if all(seen.get(s, 0) >= n for s, n in expected.items()):
+        subscribed = any(t.operator == self.spec.name for t in self.p.subscribes)
+        ended = all(seen.get(s, 0) >= n for s, n in expected.items())
+        if ended and (self.stopping or not subscribed):
             self.done.set()
 
     async def _recover_eos(self) -> None:
@@ -353,6 +384,11 @@ class OperatorActor:
         )
         for pairs in answers:
             self.eos_seen.update(tuple(p) for p in pairs)
+        expected = self.plan.expected_eos.get(self.actor, {})
+        for source, n in expected.items():
+            if sum(1 for s, _ in self.eos_seen if s == source) == n:
+                self._forward_eos(source)  # consumers count each producer's end once
+        self._check_done()
 
     async def _source_loop(self) -> None:
         period = round(1e9 / self.spec.rate_hz) if self.spec.rate_hz else 0
@@ -402,6 +438,14 @@ class OperatorActor:
         return outs
 
 
+async def _ack_when_settled(
+    ack: asyncio.Future, status: str, outputs: list[asyncio.Future]
+) -> None:
+    await asyncio.gather(*outputs)
+    if not ack.done():
+        ack.set_result(status)
+
+
 class TopicBroker:
     """A named topic between pipelines: forwards what publishers push to every subscription.
 
@@ -425,15 +469,18 @@ class TopicBroker:
     def _link(self, actor: str, port: str, window: int) -> Link:
         edge = Edge(f"topic:{self.topic}", "out", actor, port, policy="drop-oldest", window=window)
 
-        async def push(item: Message | EndOfStream) -> str:
+        async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
             handle = self.handles.get(actor)
             if handle is None:
                 handle = self.handles[actor] = ray.get_actor(actor, namespace=self.namespace)
-            return await handle.push.remote(edge.name, port, item, f"topic:{self.topic}")
+            sender = f"topic:{self.topic}"
+            return await handle.push.remote(edge.name, port, item, sender, seq, low)
 
         return Link(edge, push, retryable=(RayActorError,), now=time.time_ns)
 
-    async def push(self, edge: str, port: str, item: Message | EndOfStream, sender: str) -> str:
+    async def push(
+        self, edge: str, port: str, item: Message | EndOfStream, sender: str, seq: int, low: int
+    ) -> str:
         if isinstance(item, Message):
             for links, turn in self.subscriptions.values():
                 await links[next(turn) % len(links)].send(item)

@@ -2,7 +2,9 @@
 
 Messages wait in a queue ordered by QoS class, then arrival; at most
 ``window`` are in flight (pushed and not yet acknowledged by the consumer, which
-acknowledges once it has processed the message and handed on its outputs).
+acknowledges once it has processed the message and every output it made has
+been settled downstream: a message is never acknowledged while its effects live
+only in a process that may die).
 When the queue is full the edge's policy decides: wait (``block``, which is how
 back-pressure reaches the sources), or evict. The link keeps every message
 until it is acknowledged and pushes it again when the consumer died and came
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from itertools import count
 
 from operators import EndOfStream, Message
@@ -24,12 +27,22 @@ from pipelines._graph import Edge
 from pipelines._policies import Accept, Evict, RateLimit, Wait, policy
 from pipelines._summary import EdgeAccount
 
-Push = Callable[[Message | EndOfStream], Awaitable[str]]
+#: ``push(item, seq, low)``: ``seq`` numbers pushes on the link; every push below ``low`` is
+#: settled, so a consumer (even a restarted one) knows where the link's order starts.
+Push = Callable[[Message | EndOfStream, int, int], Awaitable[str]]
 
 #: Priority of end-of-stream: after every message queued before it.
 _EOS_RANK = 1 << 30
 #: Pushes of one message to a consumer that keeps dying before it is counted lost.
 MAX_RESENDS = 50
+
+
+@dataclass(order=True)
+class _Entry:
+    rank: int
+    order: int
+    item: Message | EndOfStream = field(compare=False)
+    settled: asyncio.Future = field(compare=False)
 
 
 class Link:
@@ -51,75 +64,82 @@ class Link:
         self.on_change = on_change
         self.policy = policy(edge.policy)
         self.rate = RateLimit(edge.rate_hz) if edge.rate_hz else None
-        self.queue: list[tuple[int, int, Message | EndOfStream]] = []
+        self.queue: list[_Entry] = []
         self.order = count()
-        self.pushing = 0
+        self.pushing: dict[int, _Entry] = {}  # by push number
+        self.push_seq = count()
         self.room = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
         self.unplaceable = False
         self.sent = self.delivered = self.dead = self.resent = self.duplicates = 0
         self.dropped: dict[str, int] = {}
-        self.eos_pushing = 0
+        self.peak = 0
         self.eos_delivered: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
 
     @property
     def in_flight(self) -> int:
         """Unique messages sent and not yet settled (queued here or pushed)."""
-        return len(self.queue) + self.pushing
+        entries = [*self.queue, *self.pushing.values()]
+        return sum(isinstance(e.item, Message) for e in entries)
 
     def account(self) -> EdgeAccount:
-        eos = sum(isinstance(item, EndOfStream) for _, _, item in self.queue)
         return EdgeAccount(
             sent=self.sent,
             delivered=self.delivered,
             dropped=dict(self.dropped),
             dead_lettered=self.dead,
-            in_flight=self.in_flight - eos - self.eos_pushing,
+            in_flight=self.in_flight,
             resent=self.resent,
             duplicates=self.duplicates,
         )
 
-    async def send(self, message: Message) -> None:
-        """Queue ``message``; waits while a ``block`` link is full."""
+    async def send(self, message: Message) -> asyncio.Future:
+        """Queue ``message`` (waits while a ``block`` link is full).
+
+        Returns a future that resolves with the message's status on this link
+        once it is settled: delivered, dropped or dead-lettered downstream.
+        """
         self.sent += 1
         if self.unplaceable:
             return self._drop("unplaceable")
         if self.rate and not self.rate.allow(self._rate_clock(message)):
             return self._drop("rate-limit")
         while True:
-            queued = [item for _, _, item in self.queue if isinstance(item, Message)]
-            decision = self.policy.admit(queued, self.edge.window, message)
+            queued = [e for e in self.queue if isinstance(e.item, Message)]
+            decision = self.policy.admit([e.item for e in queued], self.edge.window, message)
             if isinstance(decision, Accept):
                 break
             if isinstance(decision, Evict):
                 if decision.victim == -1:
                     return self._drop(decision.reason)
                 victim = queued[decision.victim]
-                self.queue = [q for q in self.queue if q[2] is not victim]
-                self._drop(decision.reason)
+                self.queue.remove(victim)
+                victim.settled.set_result(self._drop(decision.reason).result())
                 break
             assert isinstance(decision, Wait)
             self.room.clear()
             await self.room.wait()
-        self._enqueue(-int(message.qos), message)
+        return self._enqueue(-int(message.qos), message)
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str) -> asyncio.Future:
         """Count a message meant for this link that is dropped before it is queued."""
         self.sent += 1
-        self._drop(reason)
+        return self._drop(reason)
 
-    def send_eos(self, eos: EndOfStream) -> None:
+    def send_eos(self, eos: EndOfStream) -> asyncio.Future:
         """Queue end-of-stream behind everything queued (not counted as a message)."""
-        self._enqueue(_EOS_RANK, eos)
+        return self._enqueue(_EOS_RANK, eos)
 
     def mark_unplaceable(self) -> None:
         """The consumer will never run: drop what waits and all that comes, as ``unplaceable``."""
         self.unplaceable = True
-        for _, _, item in self.queue:
-            if isinstance(item, Message):
-                self._drop("unplaceable")
+        for e in self.queue:
+            if isinstance(e.item, Message):
+                e.settled.set_result(self._drop("unplaceable").result())
+            else:
+                e.settled.set_result("dropped:unplaceable")
         self.queue.clear()
         self._settled()
 
@@ -133,38 +153,44 @@ class Link:
     def _rate_clock(self, message: Message) -> int:
         return message.event_ts if self.event_time else self.now()
 
-    def _enqueue(self, rank: int, item: Message | EndOfStream) -> None:
-        bisect.insort(self.queue, (rank, next(self.order), item), key=lambda q: q[:2])
+    def _enqueue(self, rank: int, item: Message | EndOfStream) -> asyncio.Future:
+        entry = _Entry(rank, next(self.order), item, asyncio.get_running_loop().create_future())
+        if self.unplaceable:  # only an end-of-stream gets here: nobody is there to take it
+            entry.settled.set_result("dropped:unplaceable")
+            return entry.settled
+        bisect.insort(self.queue, entry)
         self.idle.clear()
+        if isinstance(item, Message):
+            self.peak = max(self.peak, self.in_flight)
         self._pump()
+        return entry.settled
 
     def _pump(self) -> None:
-        while self.queue and self.pushing < self.edge.window and not self.unplaceable:
-            _, _, item = self.queue.pop(0)
-            self.pushing += 1
-            if isinstance(item, EndOfStream):
-                self.eos_pushing += 1
-            task = asyncio.get_running_loop().create_task(self._deliver(item))
+        while self.queue and len(self.pushing) < self.edge.window and not self.unplaceable:
+            entry = self.queue.pop(0)
+            seq = next(self.push_seq)
+            self.pushing[seq] = entry
+            task = asyncio.get_running_loop().create_task(self._deliver(entry, seq))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         self.on_change(self)
 
-    async def _deliver(self, item: Message | EndOfStream) -> None:
+    async def _deliver(self, entry: _Entry, seq: int) -> None:
         status = "dropped:lost-consumer"
         for attempt in range(MAX_RESENDS):
             try:
-                status = await self.push(item)
+                status = await self.push(entry.item, seq, min(self.pushing))
                 break
             except self.retryable:
-                if isinstance(item, Message) and attempt + 1 < MAX_RESENDS:
+                if isinstance(entry.item, Message) and attempt + 1 < MAX_RESENDS:
                     self.resent += 1
-        self.pushing -= 1
-        if isinstance(item, EndOfStream):
-            self.eos_pushing -= 1
+        del self.pushing[seq]
+        if isinstance(entry.item, EndOfStream):
             if status == "delivered":
-                self.eos_delivered.add(item.source)
+                self.eos_delivered.add(entry.item.source)
         else:
             self._settle(status)
+        entry.settled.set_result(status)
         self._settled()
         self._pump()
 
@@ -181,10 +207,39 @@ class Link:
         else:
             raise ValueError(f"unknown delivery status {status!r}")
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str) -> asyncio.Future:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(f"dropped:{reason}")
+        return done
 
     def _settled(self) -> None:
         self.room.set()
         if not self.queue and not self.pushing:
             self.idle.set()
+
+
+class Resequencer:
+    """The consumer's side of one link: releases pushes in the order the producer sent them.
+
+    >>> r = Resequencer()
+    >>> r.arrive(1, 0, "b"), r.arrive(0, 0, "a"), r.arrive(2, 0, "c")
+    ([], ['a', 'b'], ['c'])
+    >>> Resequencer().arrive(7, 7, "resent after a restart")
+    ['resent after a restart']
+    """
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.pending: dict[int, object] = {}
+
+    def arrive(self, seq: int, low: int, entry: object) -> list:
+        self.expected = max(self.expected, low)
+        if seq < self.expected:
+            return [entry]  # a re-send of something already released
+        self.pending[seq] = entry
+        ready = []
+        while self.expected in self.pending:
+            ready.append(self.pending.pop(self.expected))
+            self.expected += 1
+        return ready

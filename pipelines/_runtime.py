@@ -101,12 +101,14 @@ class Runtime:
         *,
         address: str | None = None,
         placement_timeout_s: float = 30.0,
+        drain_timeout_s: float = 60.0,
         namespace: str | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.p = pipeline
         self.address = address
         self.placement_timeout_s = placement_timeout_s
+        self.drain_timeout_s = drain_timeout_s
         self.namespace = namespace or f"edgeray-{pipeline.name}-{uuid.uuid4().hex[:8]}"
         self.on_progress = on_progress
         self.actors: dict[str, Any] = {}
@@ -150,7 +152,7 @@ class Runtime:
             restore = self._install_signal_handlers()  # after ray.init, which installs its own
             try:
                 self.start()
-                self._wait(timeout_s)
+                self.wait(timeout_s)
                 summary = self.finish()
             finally:
                 restore()
@@ -163,7 +165,14 @@ class Runtime:
     def finish(self) -> RunSummary:
         """Drain, flush and stop every actor; collect the figures."""
         live = self._live()
-        stats = ray.get([a.finish.remote() for a in live.values()])
+        try:
+            stats = ray.get([a.finish.remote() for a in live.values()], timeout=self.drain_timeout_s)
+        except ray.exceptions.GetTimeoutError as err:
+            self._kill_all()
+            raise RuntimeFailure(
+                f"pipeline {self.p.name!r} did not flush within {self.drain_timeout_s} s; "
+                "its actors were stopped. Look for a sink stuck in flush() in the actor logs"
+            ) from err
         duration = time.perf_counter() - self._started
         self._kill_all()
         return self._summary(stats, duration)
@@ -196,48 +205,52 @@ class Runtime:
     def _subscribe_topics(self) -> None:
         plan = make_plan(self.p)
         for t in {t.topic for t in self.p.publishes} | {t.topic for t in self.p.subscribes}:
-            broker = (
-                ray.remote(TopicBroker)
-                .options(
-                    name=topic_actor_name(t),
-                    namespace=self.namespace,
-                    get_if_exists=True,
-                    lifetime="detached",
-                    num_cpus=0,
-                )  # fmt: skip
-                .remote(t, self.namespace)
-            )
+            options = {"name": topic_actor_name(t), "namespace": self.namespace,
+                       "get_if_exists": True, "lifetime": "detached", "num_cpus": 0}  # fmt: skip
+            broker = ray.remote(TopicBroker).options(**options).remote(t, self.namespace)
             for sub in self.p.subscribes:
                 if sub.topic == t:
                     actors = [r.actor for r in plan.replicas[sub.operator]]
                     key = f"{self.p.name}/{sub.operator}.{sub.port}"
                     ray.get(broker.subscribe.remote(key, actors, sub.port))
 
-    def _wait(self, timeout_s: float | None) -> None:
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until the run ends by end-of-stream, a stop, or ``timeout_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         live = self._live()
-        sinks = [a for n, a in live.items() if self.p.specs[_op(n)].role == "sink"]
-        ends = sinks or [a for n, a in live.items() if self.p.specs[_op(n)].role == "source"]
-        waiting = {
-            (a.wait_done.remote() if sinks else a.wait_source_ended.remote()): a for a in ends
-        }
-        stop_sent = False
+        roles = {n: self.p.specs[_op(n)].role for n in live}
+        sinks = [a for n, a in live.items() if roles[n] == "sink"]
+        sources = [a for n, a in live.items() if roles[n] == "source"]
+
+        def ask(actor, role: str):  # the end of a run: every sink done, every source ended
+            call = actor.wait_done if role == "sink" else actor.wait_source_ended
+            return call.remote(), (actor, role)
+
+        waiting = dict(ask(a, "sink") for a in sinks) | dict(ask(a, "source") for a in sources)
+        stop_sent, drain_deadline = False, float("inf")
         while waiting:
             done, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=POLL_S)
             for ref in done:
-                actor = waiting.pop(ref)
+                actor, role = waiting.pop(ref)
                 try:
                     ray.get(ref)
                 except ray.exceptions.RayActorError:  # restarted: ask again
-                    waiting[
-                        actor.wait_done.remote() if sinks else actor.wait_source_ended.remote()
-                    ] = actor
+                    ref, who = ask(actor, role)
+                    waiting[ref] = who
             if deadline is not None and time.monotonic() > deadline:
                 self.stop(f"timeout ({timeout_s} s)")
             if self._stop.is_set() and not stop_sent:
                 stop_sent = True
-                sources = [a for n, a in live.items() if self.p.specs[_op(n)].role == "source"]
-                ray.get([a.stop_sources.remote() for a in sources])
+                drain_deadline = time.monotonic() + self.drain_timeout_s
+                ray.get([a.stop.remote() for a in live.values()])
+            if stop_sent and time.monotonic() > drain_deadline:
+                log.error(
+                    "%s did not drain within %.0f s of the stop; finishing without it",
+                    self.p.name,
+                    self.drain_timeout_s,
+                )
+                self._stopped_by += " (drain timed out)"
+                return
             if self.on_progress is not None and sinks:
                 self.on_progress(sum(ray.get([a.progress.remote() for a in sinks])))
 
