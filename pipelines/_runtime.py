@@ -166,7 +166,8 @@ class Runtime:
         """Drain, flush and stop every actor; collect the figures."""
         live = self._live()
         try:
-            stats = ray.get([a.finish.remote() for a in live.values()], timeout=self.drain_timeout_s)
+            finishing = [a.finish.remote() for a in live.values()]
+            stats = ray.get(finishing, timeout=self.drain_timeout_s)
         except ray.exceptions.GetTimeoutError as err:
             self._kill_all()
             raise RuntimeFailure(
