@@ -236,7 +236,9 @@ class OperatorActor:
     def _link(self, edge: Edge, dst: str) -> Link:
         async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
             handle = self._handle(dst)
-            return await handle.push.remote(edge.name, edge.dst_port, item, self.actor, seq, low)
+            return await handle.push.options(enable_task_events=False).remote(
+                edge.name, edge.dst_port, item, self.actor, seq, low
+            )
 
         return Link(edge, push, retryable=(RayActorError,), now=self.now,
                     event_time=self.config.event_time, on_change=self._gauge)  # fmt: skip

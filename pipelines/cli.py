@@ -21,7 +21,6 @@ import asyncio
 import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -219,8 +218,19 @@ def job_runtime_env(root: Path) -> dict:
             "RAY_JOB_STOP_WAIT_TIME_S": str(JOB_STOP_WAIT_S),
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
+            **_data_env(),
         },
     }
+
+
+def _data_env() -> dict[str, str]:
+    """The shared data directory, named absolutely: a job runs in a copy of the project."""
+    from pipelines.data import data_path
+
+    try:
+        return {"EDGERAY_DATA": str(data_path().resolve())}
+    except FileNotFoundError:
+        return {}
 
 
 def _job_target(args: argparse.Namespace) -> tuple[str, str | None, str]:
@@ -291,35 +301,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines._launch import run_anywhere
     from pipelines._pipeline_file import load_pipeline_module
 
     module = load_pipeline_module(args.pipeline)
-    pipeline = module.build()
-    from cluster._control import running
-
-    if os.environ.get("RAY_ADDRESS"):
-        return _run(pipeline, os.environ["RAY_ADDRESS"], args.timeout)
-    state = running(_state_dir(args, args.fleet))
-    if state is not None:
-        os.environ.update({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
-        return _run(pipeline, state.gcs_address, args.timeout)
-    from cluster._local import LocalFleet
-    from cluster._spec import default_spec_path, load_spec
-
-    spec = load_spec(default_spec_path())
-    print(f"no RAY_ADDRESS and no fleet up: starting an embedded {spec.name!r} fleet", flush=True)
-    with (
-        tempfile.TemporaryDirectory(prefix="edgeray-run-") as tmp,
-        LocalFleet(spec, state_dir=tmp, dashboard_port=0) as fleet,
-    ):
-        print(f"  dashboard {fleet.dashboard_url}", flush=True)
-        return _run(pipeline, fleet.address, args.timeout)
-
-
-def _run(pipeline, address: str, timeout_s: float | None) -> int:
-    from pipelines._runtime import run  # written alongside this CLI; imported only when run
-
-    summary = run(pipeline, address=address, timeout_s=timeout_s)  # prints its own summary
+    summary = run_anywhere(
+        module.build(),
+        timeout_s=args.timeout,
+        fleet=args.fleet,
+        state_dir=getattr(args, "state_dir", None),
+    )
     return EXIT_ERROR if summary.unplaceable else 0
 
 

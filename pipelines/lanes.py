@@ -8,13 +8,14 @@
  ('lane_detector', 'operator', {'edge.role': 'vehicle'}),
  ('recorder', 'sink', {'edge.role': 'hub'})]
 
-Run it with ``python -m pipelines.lanes [VIDEO] [OUT_DIR]`` (local runner, no Ray).
+Run it on Ray with ``python pipelines/lanes.py`` (``RAY_ADDRESS``, a fleet that
+``edgeray up`` started, or an embedded local fleet), ``edgeray run pipelines/lanes.py``,
+``edgeray submit pipelines/lanes.py``, or ``ray job submit -- python pipelines/lanes.py``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from operators.lanes import LaneDetector
 from operators.parquet_sink import ParquetSink
@@ -54,17 +55,7 @@ def build(
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the pipeline with the local runner; print the summary and where the output went."""
-    from pipelines.testing import run_local
+if __name__ == "__main__":  # `python pipelines/lanes.py`, also as a Ray job's entrypoint
+    from pipelines._launch import main
 
-    args = sys.argv[1:] if argv is None else argv
-    video = (int(args[0]) if args[0].isdigit() else args[0]) if args else None
-    out_dir = args[1] if len(args) > 1 else "out/lanes"
-    run = run_local(build(video, out_dir))
-    print(run.summary.format())
-    print(f"Parquet written to {os.path.abspath(out_dir)}")
-
-
-if __name__ == "__main__":
-    main()
+    main(build)

@@ -1,0 +1,249 @@
+"""What does edgeray's runtime cost over hand-written Ray, and what does pipelining buy?
+
+Three comparisons, each against a peer measured in the same run:
+
+- ``per_hop_latency_ratio``: a chain of 4 pass-through operators carrying
+  640x480x3 uint8 frames at a modest rate; edgeray's p50 end-to-end latency over
+  the same chain hand-written on raw Ray actors (each stage pushes to the next
+  with ``.remote()``, the frame put once and passed by reference, the same 8
+  frames in flight). Target <= 1.25.
+- ``throughput_ratio``: the same two chains with the source unpaced; edgeray
+  frames/s over raw Ray frames/s. Target >= 0.8.
+- ``pipelining_speedup``: 4 CPU-bound stages (~10 ms of single-threaded OpenCV
+  each) as an edgeray pipeline over the same four functions called one after the
+  other in one process. Target >= 1.6 on 2 cores.
+
+Run: ``python -m bench.overhead`` (``--quick`` for a run under a minute). The
+last line printed is one JSON object; a full run writes it to
+``bench/results/overhead.json``, a quick one to ``overhead.quick.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # pinned in every arm, inherited by Ray's workers
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local instance
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+from operators import Message, Operator, Resources, Sink, Source  # noqa: E402
+from pipelines import Pipeline  # noqa: E402
+from pipelines._runtime import Runtime  # noqa: E402
+
+cv2.setNumThreads(1)
+SHAPE = (480, 640, 3)
+WINDOW = 8
+STAGES = 4
+
+
+class Frames(Source):
+    """``count`` frames of ``SHAPE`` on ``frames``."""
+
+    outputs = ("frames",)
+    resources = Resources(num_cpus=0.25)
+
+    def __init__(self, count: int) -> None:
+        self.count, self.n = count, 0
+        self.image = np.random.default_rng(0).integers(0, 255, SHAPE, dtype=np.uint8)
+
+    def poll(self, now):
+        if self.n >= self.count:
+            return None
+        self.n += 1
+        return [("frames", Message("", self.n, self.n, {"image": self.image.copy()}))]
+
+
+class Pass(Operator):
+    """Passes frames on unchanged (``in`` -> ``out``)."""
+
+    inputs = ("in",)
+    outputs = ("out",)
+    resources = Resources(num_cpus=0.25)
+
+    def process(self, port, message):
+        yield "out", message
+
+
+class Work(Operator):
+    """About ``ms`` of single-threaded OpenCV work per frame (``in`` -> ``out``)."""
+
+    inputs = ("in",)
+    outputs = ("out",)
+    resources = Resources(num_cpus=0.25)
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+
+    def setup(self, ctx):
+        cv2.setNumThreads(1)
+
+    def process(self, port, message):
+        yield "out", message.derive({"image": work(message.payload["image"], self.repeats)})
+
+
+class Drop(Sink):
+    """Records nothing; the runtime measures latency at sinks."""
+
+    inputs = ("in",)
+    resources = Resources(num_cpus=0.25)
+
+
+def work(image: np.ndarray, repeats: int) -> np.ndarray:
+    out = image
+    for _ in range(repeats):
+        out = cv2.GaussianBlur(out, (7, 7), 0)
+    return out
+
+
+def calibrate(target_ms: float = 10.0) -> int:
+    image = Frames(1).image
+    work(image, 20)  # warm OpenCV up first
+    start = time.perf_counter()
+    work(image, 100)
+    per = (time.perf_counter() - start) / 100 * 1e3
+    return max(1, round(target_ms / per))
+
+
+# -- edgeray arms -----------------------------------------------------------------------
+def edgeray_chain(ops: list[Operator], frames: int, rate_hz: float | None) -> tuple[float, float]:
+    p = Pipeline(f"bench-{time.monotonic_ns()}")
+    p.source("cam", Frames(frames), rate_hz=rate_hz)
+    prev = "cam"
+    for i, op in enumerate(ops):
+        p.operator(f"s{i}", op)
+        p.connect(prev, f"s{i}", window=WINDOW)
+        prev = f"s{i}"
+    p.sink("out", Drop())
+    p.connect(prev, "out", window=WINDOW)
+    runtime = Runtime(p)
+    runtime.deploy()
+    runtime.start()
+    runtime.wait(timeout_s=240)
+    summary = runtime.finish()
+    return summary.latency_percentile(50), summary.fps
+
+
+# -- raw Ray arm ------------------------------------------------------------------------
+@ray.remote(num_cpus=0.25)
+class RawStage:
+    """A hand-written stage: resolves the frame, pushes the reference on, awaits the next."""
+
+    def __init__(self, nxt) -> None:
+        self.next = nxt[0] if nxt else None
+
+    async def push(self, boxed, ingest_ns: int) -> float:
+        frame = await boxed[0]
+        assert frame.shape == SHAPE
+        if self.next is None:
+            return (time.time_ns() - ingest_ns) / 1e6
+        return await self.next.push.remote(boxed, ingest_ns)
+
+
+@ray.remote(num_cpus=0.25)
+class RawSource:
+    def __init__(self, first) -> None:
+        self.first = first[0]
+        self.image = Frames(1).image
+
+    async def run(self, frames: int, rate_hz: float | None) -> tuple[list[float], float]:
+        pending: set = set()
+        latencies: list[float] = []
+        period = 1 / rate_hz if rate_hz else 0
+        start = due = time.perf_counter()
+        for _ in range(frames):
+            if period:
+                due += period
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            while len(pending) >= WINDOW:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                latencies += [d.result() for d in done]
+            ingest_ns = time.time_ns()  # as edgeray stamps it: when the source has the frame
+            ref = ray.put(self.image.copy())
+            call = self.first.push.remote([ref], ingest_ns)
+            pending.add(asyncio.ensure_future(call))
+        latencies += await asyncio.gather(*pending)
+        return latencies, time.perf_counter() - start
+
+
+def raw_chain(frames: int, rate_hz: float | None) -> tuple[float, float]:
+    actors = []
+    for _ in range(STAGES + 1):  # 4 pass-through stages and a sink, as in the edgeray chain
+        actors.append(RawStage.remote([actors[-1]] if actors else None))
+    actors.append(RawSource.remote([actors[-1]]))
+    latencies, elapsed = ray.get(actors[-1].run.remote(frames, rate_hz))
+    for actor in actors:
+        ray.kill(actor)
+    return statistics.median(latencies), frames / elapsed
+
+
+def sequential(frames: int, repeats: int) -> float:
+    image = Frames(1).image
+    start = time.perf_counter()
+    for _ in range(frames):
+        out = image.copy()
+        for _ in range(STAGES):
+            out = work(out, repeats)
+    return frames / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a run under a minute")
+    args = parser.parse_args(argv)
+    frames = 120 if args.quick else 600
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        # warm both arms once (worker start-up is not what we measure)
+        raw_chain(10, None)
+        edgeray_chain([Pass() for _ in range(STAGES)], 10, None)
+        rate = 30.0
+        e_lat, _ = edgeray_chain([Pass() for _ in range(STAGES)], frames // 2, rate)
+        r_lat, _ = raw_chain(frames // 2, rate)
+        _, e_fps = edgeray_chain([Pass() for _ in range(STAGES)], frames, None)
+        _, r_fps = raw_chain(frames, None)
+        repeats = calibrate()
+        cpu_frames = frames // 4
+        seq_fps = sequential(cpu_frames, repeats)
+        _, pipe_fps = edgeray_chain([Work(repeats) for _ in range(STAGES)], cpu_frames, None)
+    finally:
+        ray.shutdown()
+    figures = {
+        "per_hop_latency_ratio": round(e_lat / r_lat, 3),
+        "throughput_ratio": round(e_fps / r_fps, 3),
+        "pipelining_speedup": round(pipe_fps / seq_fps, 3),
+        "edgeray_p50_latency_ms": round(e_lat, 2),
+        "raw_ray_p50_latency_ms": round(r_lat, 2),
+        "latency_rate_hz": rate,
+        "edgeray_fps": round(e_fps, 1),
+        "raw_ray_fps": round(r_fps, 1),
+        "pipelined_fps": round(pipe_fps, 1),
+        "sequential_fps": round(seq_fps, 1),
+        "stage_repeats": repeats,
+        "frames": frames,
+        "cores": os.cpu_count(),
+        "quick": args.quick,
+    }
+    out = Path(__file__).parent / "results" / f"overhead{'.quick' if args.quick else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
