@@ -7,6 +7,7 @@ Build a graph with ``Pipeline``, check it with ``validate(nodes)``, run it with
 from pipelines._errors import PipelineError, PipelineFileError, RuntimeFailure, ValidationError
 from pipelines._graph import Edge, OperatorSpec, Pipeline, Topic
 from pipelines._host import DeadLetter
+from pipelines._launch import launch, run_anywhere
 from pipelines._placement import Node, Placement
 from pipelines._runtime import Runtime, run
 from pipelines._summary import EdgeAccount, RunSummary
@@ -27,6 +28,8 @@ __all__ = [
     "RuntimeFailure",
     "Topic",
     "ValidationError",
+    "launch",
     "run",
+    "run_anywhere",
     "validate",
 ]

@@ -60,7 +60,7 @@ def run_anywhere(
             ray.shutdown()
 
 
-def main(build: Callable[[], Pipeline]) -> None:
+def launch(build: Callable[[], Pipeline]) -> None:
     """A pipeline file's ``__main__``: ``build()`` and run it wherever it finds itself."""
     summary = run_anywhere(build())
     raise SystemExit(1 if summary.unplaceable else 0)

@@ -56,6 +56,6 @@ def build(
 
 
 if __name__ == "__main__":  # `python pipelines/lanes.py`, also as a Ray job's entrypoint
-    from pipelines._launch import main
+    from pipelines import launch
 
-    main(build)
+    launch(build)
