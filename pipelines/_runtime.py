@@ -298,6 +298,10 @@ class Runtime:
             latency_ms=latency,
             stopped_by=self._stopped_by,
             unplaceable=list(self.unplaceable),
+            placement={
+                actor: info["labels"].get("edge.node", info["node_id"][:8])
+                for actor, info in self.placed.items()
+            },
         )
 
 

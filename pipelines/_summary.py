@@ -60,6 +60,7 @@ class RunSummary:
     latency_ms: Sequence[float] = ()
     stopped_by: str = "end-of-stream"
     unplaceable: Sequence[str] = ()
+    placement: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def messages(self) -> int:
@@ -104,6 +105,7 @@ class RunSummary:
             f"pipeline {self.pipeline}: {self.messages} messages in {self.duration_s:.1f} s "
             f"({self.fps:.1f} fps), end-to-end latency {lat}, stopped by {self.stopped_by}",
             f"  sources: {dict(self.sources)}   sinks: {dict(self.sinks)}",
+            *([f"  placed: {_placed(self.placement)}"] if self.placement else []),
             f"  dropped: {self.dropped or 'none'}   dead-lettered: "
             f"{dict(self.dead_lettered) or 'none'}",
         ]
@@ -119,3 +121,11 @@ class RunSummary:
                 f"  (resent {a.resent}, duplicates {a.duplicates})"
             )
         return "\n".join(lines)
+
+
+def _placed(placement: Mapping[str, str]) -> str:
+    """``{actor: node}`` as ``node: actor, actor; node: ...``."""
+    by_node: dict[str, list[str]] = {}
+    for actor, node in placement.items():
+        by_node.setdefault(node, []).append(actor.split("/", 1)[-1])
+    return "; ".join(f"{node}: {', '.join(actors)}" for node, actors in sorted(by_node.items()))
