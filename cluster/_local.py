@@ -77,7 +77,7 @@ def auth_env(token_path: Path | None) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
 
 
-def _apply_env(env: Mapping[str, str]) -> dict[str, str | None]:
+def apply_ray_env(env: Mapping[str, str]) -> dict[str, str | None]:
     """Set ``env`` in this process (Ray reads it here and in every child); return old values."""
     old = {k: os.environ.get(k) for k in [*env, "RAY_AUTH_TOKEN"]}
     os.environ.pop("RAY_AUTH_TOKEN", None)  # would take precedence over the token file
@@ -183,7 +183,7 @@ class LocalFleet:
             self.token = write_token(self.token_path)
         for k, v in RAY_ENV.items():
             os.environ[k] = v
-        self._old_env = _apply_env(auth_env(self.token_path))
+        self._old_env = apply_ray_env(auth_env(self.token_path))
         # Short path: Unix socket paths inside it must stay under ~107 characters.
         self.temp_root = tempfile.mkdtemp(prefix=f"er-{self.spec.name[:8]}-", dir="/tmp")
         try:

@@ -40,7 +40,9 @@ def run_anywhere(
 
     state = running(fleet_state_dir(fleet, state_dir))
     if state is not None:
-        os.environ.update({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
+        from cluster._local import apply_ray_env
+
+        apply_ray_env({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
         return go(state.gcs_address)
     from cluster._local import LocalFleet
     from cluster._spec import default_spec_path, load_spec
