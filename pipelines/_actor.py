@@ -241,10 +241,16 @@ class OperatorActor:
             )
 
         return Link(edge, push, retryable=(RayActorError,), now=self.now,
-                    event_time=self.config.event_time, on_change=self._gauge)  # fmt: skip
+                    event_time=self.config.event_time, on_change=self._gauge,
+                    on_drop=self._dropped)  # fmt: skip
 
     def _gauge(self, link: Link) -> None:
         self.metrics.gauge("in_flight", link.in_flight, edge=link.edge.name)
+
+    def _dropped(self, link: Link, reason: str) -> None:
+        # Drops the link decides (policy, rate limit, unplaceable, unroutable, lost consumer);
+        # a consumer counts its own deadline drops, so each drop is one series increment.
+        self.metrics.count("dropped", reason=reason, edge=link.edge.name)
 
     def _handle(self, name: str):
         handle = self.handles.get(name)

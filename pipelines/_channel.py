@@ -55,6 +55,7 @@ class Link:
         now: Callable[[], int],
         event_time: bool = False,
         on_change: Callable[[Link], None] = lambda link: None,
+        on_drop: Callable[[Link, str], None] = lambda link, reason: None,
     ) -> None:
         self.edge = edge
         self.push = push
@@ -62,6 +63,7 @@ class Link:
         self.now = now
         self.event_time = event_time
         self.on_change = on_change
+        self.on_drop = on_drop  # a drop this link decided (not one the consumer reported)
         self.policy = policy(edge.policy)
         self.rate = RateLimit(edge.rate_hz) if edge.rate_hz else None
         self.queue: list[_Entry] = []
@@ -176,10 +178,11 @@ class Link:
         self.on_change(self)
 
     async def _deliver(self, entry: _Entry, seq: int) -> None:
-        status = "dropped:lost-consumer"
+        status, answered = "dropped:lost-consumer", False
         for attempt in range(MAX_RESENDS):
             try:
                 status = await self.push(entry.item, seq, min(self.pushing))
+                answered = True
                 break
             except self.retryable:
                 if isinstance(entry.item, Message) and attempt + 1 < MAX_RESENDS:
@@ -190,6 +193,8 @@ class Link:
                 self.eos_delivered.add(entry.item.source)
         else:
             self._settle(status)
+            if not answered:
+                self.on_drop(self, status[8:])
         entry.settled.set_result(status)
         self._settled()
         self._pump()
@@ -209,6 +214,7 @@ class Link:
 
     def _drop(self, reason: str) -> asyncio.Future:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.on_drop(self, reason)
         done = asyncio.get_running_loop().create_future()
         done.set_result(f"dropped:{reason}")
         return done

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ import pytest
 from cluster._control import fleet_pids
 from cluster._local import free_port
 from cluster._state import FleetState
+from operators.parquet_sink import read_parquet_dir
+from pipelines.cli import job_runtime_env
 
 pytestmark = pytest.mark.system
 
@@ -172,22 +176,30 @@ def test_plain_ray_job_submit_works_with_the_exports(fleet):
     assert _probe(out.stdout)["vehicle"]["labels"]["edge.node"] == "vehicle-1"
 
 
-def test_ray_job_stop_interrupts_the_driver_so_it_can_drain(fleet):
-    out = edgeray(fleet, "submit", DRAIN_JOB, "--no-wait")
-    assert out.returncode == 0, out.stderr
-    job_id = out.stdout.split(" as job ")[1].split()[0]
+def test_ray_job_stop_interrupts_the_driver_so_it_can_drain(fleet, tmp_path):
+    out_dir = tmp_path / "parquet"
+    runtime_env = job_runtime_env(ROOT)  # what `edgeray submit` sends: SIGINT, then time
+    runtime_env["env_vars"]["EDGERAY_DRAIN_OUT"] = str(out_dir)
+    job_id = f"drain-{uuid.uuid4().hex[:8]}"
     env = _env(fleet["home"], exports(fleet))
-    deadline = time.monotonic() + 60
-    logs = ""
-    while "READY" not in logs and time.monotonic() < deadline:
-        logs = _run([RAY_CLI, "job", "logs", job_id], env, 30).stdout
-        time.sleep(0.5)
-    assert "READY" in logs
+    submit = [RAY_CLI, "job", "submit", "--no-wait", "--submission-id", job_id,
+              "--runtime-env-json", json.dumps(runtime_env), "--", "python", DRAIN_JOB]  # fmt: skip
+    out = _run(submit, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    deadline = time.monotonic() + 90  # the pipeline is flowing once the sink wrote a file
+    while not list(out_dir.glob("*.parquet")):
+        assert time.monotonic() < deadline, _run([RAY_CLI, "job", "logs", job_id], env).stdout
+        time.sleep(0.2)  # polling the directory, not waiting for a state
     stop = _run([RAY_CLI, "job", "stop", job_id], env, 60)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     logs = _run([RAY_CLI, "job", "logs", job_id], env, 30).stdout
-    assert "DRAINED" in logs
-    assert "NOT STOPPED" not in logs
+    assert "stopped by SIGINT" in logs, logs
+    assert "accounting (sent = delivered + dropped + dead-lettered + in-flight) holds" in logs
+    sent = int(re.search(r"count\.out->store\.in: sent (\d+) = ", logs)[1])
+    assert f"sources: {{'count': {sent}}}   sinks: {{'store': {sent}}}" in logs
+    rows = read_parquet_dir(out_dir)
+    assert len({(m.source, m.seq, m.part) for m in rows}) == len(rows) == sent > 0
+    assert sorted(m.seq for m in rows) == list(range(sent))
 
 
 def test_run_executes_a_pipeline_on_the_fleet_that_is_up(fleet):
