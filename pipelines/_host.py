@@ -76,8 +76,9 @@ class Host:
             return []
 
     def tick(self, now: int) -> list[tuple[str, Message]]:
+        """``on_tick``; its outputs originate here (source id and ingest time, as at a source)."""
         try:
-            return self._stamp(self.op.on_tick(now), parent=None)
+            return self._originate(self._stamp(self.op.on_tick(now), parent=None))
         except Exception as err:
             self._dead_letter("<tick>", None, err)
             return []
@@ -92,6 +93,10 @@ class Host:
         except Exception as err:
             self._dead_letter("<poll>", None, err)
             return []
+        return self._originate(outs)
+
+    def _originate(self, outs: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
+        """New messages: ingest time now, and ``<operator>@<node>`` unless they name a source."""
         ingest = self.wall()
         default = f"{self.spec.name}@{self.ctx.node}"
         return [(p, replace(m, source=m.source or default, ingest_ts=ingest)) for p, m in outs]

@@ -672,6 +672,25 @@ def test_on_tick_runs_at_its_period_in_wall_time():
     assert heartbeat.clock_at_tick == heartbeat.ticks  # ctx.clock is the same clock
     assert xs(run.sink("out"), "now") == heartbeat.ticks
     assert all(m.meta.producer == "hb" for m in run.sink("out"))
+    # tick outputs originate at the ticking operator: ingest time is when it ticked
+    assert [m.ingest_ts for m in run.sink("out")] == heartbeat.ticks
+
+
+def test_tick_outputs_without_a_source_are_named_after_the_operator():
+    class Anonymous(Heartbeat):
+        def on_tick(self, now):
+            yield "beat", Message("", 0, now, {"now": now})
+
+    p = Pipeline("anon")
+    p.source("src", ListSource([{"x": i} for i in range(3)], period_ns=S), rate_hz=10)
+    p.operator("hb", Anonymous(100 * MS))
+    p.sink("out", ListSink())
+    p.connect("src", "hb")
+    p.connect("hb.beat", "out")
+
+    run = run_local(p)
+
+    assert {m.source for m in run.sink("out")} == {"hb@local"}
 
 
 def test_on_tick_runs_at_its_period_in_event_time():
