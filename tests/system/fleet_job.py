@@ -1,33 +1,47 @@
-"""A tiny pipeline-shaped file for the fleet tests: build() plus a __main__ that places one
-actor per role by label selector and prints, as one JSON line, where each landed."""
+"""A small real pipeline for the fleet tests, one operator per node role.
+
+``__main__`` runs it (inside a Ray job, on the cluster ``RAY_ADDRESS`` names) and prints,
+as one JSON line, where each replica ran, as seen from inside the actor.
+"""
 
 from __future__ import annotations
 
 import json
 
-ROLES = ("vehicle", "rsu", "hub")
+from operators import Operator, Resources
+from pipelines import Pipeline, Runtime
+from pipelines.testing import ListSink, ListSource
+
+#: node role -> the operator placed there
+ROLES = {"vehicle": "src", "rsu": "relay", "hub": "out"}
 
 
-def build():
-    from pipelines import Pipeline
+class Relay(Operator):
+    """Passes messages on (``in`` -> ``out``)."""
 
-    return Pipeline("fleet-probe")
+    inputs = ("in",)
+    outputs = ("out",)
+    resources = Resources(num_cpus=0.1)
+
+    def process(self, port, message):
+        yield "out", message
+
+
+def build() -> Pipeline:
+    p = Pipeline("fleet-probe")
+    p.source("src", ListSource([{"x": i} for i in range(20)]), placement={"edge.role": "vehicle"})
+    p.operator("relay", Relay(), placement={"edge.role": "rsu"})
+    p.sink("out", ListSink(), placement={"edge.role": "hub"})
+    p.connect("src", "relay")
+    p.connect("relay", "out")
+    return p
 
 
 if __name__ == "__main__":
-    import ray
-
-    ray.init()
-
-    @ray.remote(num_cpus=0.1)
-    class Probe:
-        def where(self) -> dict:
-            ctx = ray.get_runtime_context()
-            return {"node_id": ctx.get_node_id(), "labels": ctx.get_node_labels()}
-
-    probes = {
-        role: Probe.options(name=f"probe-{role}", label_selector={"edge.role": role}).remote()
-        for role in ROLES
+    runtime = Runtime(build())
+    runtime.run(timeout_s=120)
+    where = {
+        role: {"actor": f"fleet-probe/{op}#0", **runtime.placed[f"fleet-probe/{op}#0"]}
+        for role, op in ROLES.items()
     }
-    where = {role: ray.get(p.where.remote(), timeout=60) for role, p in probes.items()}
     print("FLEET-PROBE " + json.dumps(where, sort_keys=True), flush=True)

@@ -155,6 +155,7 @@ def test_submit_runs_the_pipeline_file_as_a_job_with_actors_on_labeled_nodes(fle
     out = edgeray(fleet, "submit", JOB)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCEEDED" in out.stdout
+    assert "sources: {'src': 20}   sinks: {'out': 20}" in out.stdout
     where = _probe(out.stdout)
     for role, node in ROLES.items():
         assert where[role]["labels"]["edge.role"] == role
@@ -164,8 +165,8 @@ def test_submit_runs_the_pipeline_file_as_a_job_with_actors_on_labeled_nodes(fle
     _, body = get(f"{state.dashboard_url}/api/v0/actors?detail=1&limit=1000", state.token())
     actors = body["data"]["result"]["result"]
     for role in ROLES:
-        placed = [a for a in actors if a["name"] == f"probe-{role}"]
-        assert placed, f"no actor probe-{role} in the state API"
+        placed = [a for a in actors if a["name"] == where[role]["actor"]]
+        assert placed, f"no actor {where[role]['actor']} in the state API"
         assert {a["node_id"] for a in placed} == {where[role]["node_id"]}
 
 
