@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -104,15 +105,14 @@ class OperatorActor:
         with warnings.catch_warnings():  # Ray's property trips its own deprecation warning
             warnings.simplefilter("ignore", DeprecationWarning)
             reconstructed = rt.was_current_actor_reconstructed
+        self._next_tick: int | None = None  # event-time ticks
         self._spawn(self._run(recover=reconstructed))
-        if reconstructed and self.role == "source":
-            self._spawn(self._source_loop())
+        if reconstructed:  # Ray restarted this replica: carry on without the driver
+            self._start_loops()
 
     # -- called by the driver -------------------------------------------------------
     async def ready(self) -> dict[str, Any]:
         """Where this replica runs, as seen from inside it."""
-        import os
-
         return {"actor": self.actor, "node_id": self.node_id, "labels": self.labels,
                 "pid": os.getpid()}  # fmt: skip
 
@@ -126,6 +126,9 @@ class OperatorActor:
             for dst, link in links.items():
                 if dst in unplaceable:
                     link.mark_unplaceable()
+        self._start_loops()
+
+    def _start_loops(self) -> None:
         if self.role == "source":
             self._spawn(self._source_loop())
         if self.spec.operator.tick_period_ns and not self.config.event_time:
@@ -431,8 +434,6 @@ class OperatorActor:
             await asyncio.sleep(period / 1e9)  # the operator's declared tick period
             outs = await self.loop.run_in_executor(self.pool, self.host.tick, self.now())
             await self._emit(outs, {})
-
-    _next_tick: int | None = None
 
     async def _event_ticks(self) -> list[tuple[str, Message]]:
         period = self.spec.operator.tick_period_ns
