@@ -24,12 +24,13 @@ from typing import Any
 
 import ray
 
-from pipelines._actor import OperatorActor, RunConfig, TopicBroker
+from pipelines._actor import OperatorActor, RunConfig
 from pipelines._errors import RuntimeFailure
 from pipelines._graph import OperatorSpec, Pipeline
 from pipelines._placement import Node, Placement
 from pipelines._plan import make_plan, topic_actor_name
 from pipelines._summary import EdgeAccount, RunSummary
+from pipelines._topics import TopicBroker
 
 log = logging.getLogger("edgeray.runtime")
 

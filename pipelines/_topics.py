@@ -1,0 +1,67 @@
+"""``TopicBroker``: a named topic between pipelines, as a detached Ray actor.
+
+Publishers' links push to it like to any consumer; it forwards every message to
+each subscription through its own ``drop-oldest`` link, so a slow subscriber
+never stalls a publisher. Ends of stream stop here: a topic is endless.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import count
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from operators import EndOfStream, Message
+from pipelines._channel import Link
+from pipelines._graph import Edge
+from pipelines._summary import EdgeAccount
+
+
+class TopicBroker:
+    """A named topic between pipelines: forwards what publishers push to every subscription.
+
+    A subscription is one input port of one pipeline's operator; its messages
+    go round robin over that operator's replicas, through ``drop-oldest`` links
+    (a slow subscriber never stalls the publisher). Ends of stream stop here.
+    """
+
+    def __init__(self, topic: str, namespace: str) -> None:
+        self.topic, self.namespace = topic, namespace
+        self.subscriptions: dict[str, tuple[list[Link], count]] = {}
+        self.handles: dict[str, Any] = {}
+
+    async def subscribe(self, key: str, actors: list[str], port: str, window: int = 8) -> None:
+        links = [self._link(actor, port, window) for actor in actors]
+        self.subscriptions[key] = (links, count())
+
+    async def unsubscribe(self, key: str) -> None:
+        self.subscriptions.pop(key, None)
+
+    def _link(self, actor: str, port: str, window: int) -> Link:
+        edge = Edge(f"topic:{self.topic}", "out", actor, port, policy="drop-oldest", window=window)
+
+        async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
+            handle = self.handles.get(actor)
+            if handle is None:
+                handle = self.handles[actor] = ray.get_actor(actor, namespace=self.namespace)
+            sender = f"topic:{self.topic}"
+            return await handle.push.remote(edge.name, port, item, sender, seq, low)
+
+        return Link(edge, push, retryable=(RayActorError,), now=time.time_ns)
+
+    async def push(
+        self, edge: str, port: str, item: Message | EndOfStream, sender: str, seq: int, low: int
+    ) -> str:
+        if isinstance(item, Message):
+            for links, turn in self.subscriptions.values():
+                await links[next(turn) % len(links)].send(item)
+        return "delivered"
+
+    async def accounts(self) -> dict[str, Any]:
+        return {
+            key: sum((link.account() for link in links), EdgeAccount())
+            for key, (links, _) in self.subscriptions.items()
+        }
