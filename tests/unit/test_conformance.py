@@ -178,12 +178,33 @@ def _messages(env: Env) -> list[tuple[str, Message]]:
             for i in range(5)]  # fmt: skip
 
 
+def _kitti(synthetic: bool) -> Callable[[Env], Operator]:
+    """KittiSource over 2 synthetic frames written for the test, or the real kitti-sample."""
+
+    def make(env: Env) -> Operator:
+        from operators.kitti import KittiCalibration, KittiSource, write_kitti_frame
+
+        if not synthetic:
+            return KittiSource(env.data("kitti-sample"))
+        root = env.tmp_path / "kitti"
+        if not root.exists():
+            eye = np.eye(3, 4)
+            calib = KittiCalibration(P2=eye, R0_rect=np.eye(3), Tr_velo_to_cam=eye)
+            for i in range(2):
+                image, points = np.full((8, 16, 3), i, np.uint8), np.ones((3, 4), np.float32) * i
+                write_kitti_frame(root, f"{i:06d}", image=image, points=points, calibration=calib)
+        return KittiSource(root)
+
+    return make
+
+
 #: One entry per operator class name; a list gives several variants.
 EXAMPLES: dict[str, Example | list[Example]] = {
     "ListSource": Example(_list_source, polls=6),
     "ListSink": Example(_list_sink, feed=_messages),
     "LaneDetector": Example(_lanes, feed=_frames),
     "ParquetSink": Example(_parquet, feed=_messages),
+    "KittiSource": [Example(_kitti(synthetic=True), polls=3), Example(_kitti(synthetic=False))],
     "VideoSource": [
         Example(_video(_clip, max_frames=4), polls=5),
         Example(
