@@ -1,0 +1,263 @@
+"""``ObjectDetector``: YOLOX object detection with ONNX Runtime, and its pure kernels.
+
+Pre- and post-processing follow the YOLOX layout (``../shared/data/MANIFEST.md``):
+``letterbox`` resizes keeping the aspect ratio (``r = min(416/h, 416/w)``) and
+pads to 416x416 with 114 at the top-left, BGR, raw 0-255 float32 NCHW;
+``decode`` turns the ``[1, 3549, 85]`` output (grids of strides 8, 16, 32,
+row-major) into boxes and ``obj x cls`` scores; ``postprocess`` keeps each
+cell's best class, filters classes and scores, divides by ``r`` and runs
+class-aware NMS (``cv2.dnn.NMSBoxesBatched``, IoU 0.45).
+
+>>> import numpy as np
+>>> blob, r = letterbox(np.zeros((208, 832, 3), np.uint8))
+>>> blob.shape, blob.dtype, r, float(blob[0, 0, 0, 0]), float(blob[0, 0, -1, 0])
+((1, 3, 416, 416), dtype('float32'), 0.5, 0.0, 114.0)
+>>> out = np.zeros((1, 3549, 85), np.float32)
+>>> out[0, 0, :5] = [0.5, 0.5, np.log(2), np.log(2), 0.9]; out[0, 0, 5 + 2] = 1.0  # a car
+>>> boxes, scores, classes = postprocess(out, r=0.5, score_threshold=0.3, image_size=(208, 832))
+>>> boxes.tolist(), [round(float(s), 2) for s in scores], classes.tolist()  # clipped
+([[0.0, 0.0, 24.0, 24.0]], [0.9], [2])
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from models.inference import ModelSignature, open_session
+from operators._errors import OperatorError
+from operators._message import Message
+from operators._operator import Context, Field, Operator, Outputs, Port, Resources
+
+#: YOLOX-nano's input side and output strides.
+INPUT_SIZE = 416
+STRIDES = (8, 16, 32)
+PAD_VALUE = 114
+#: COCO classes a vehicle cares about: person, bicycle, car, motorbike, bus, truck,
+#: traffic light, stop sign.
+COCO_OF_INTEREST = (0, 1, 2, 3, 5, 7, 9, 11)
+
+#: What ``ObjectDetector`` needs of its model.
+YOLOX_SIGNATURE = ModelSignature(
+    input_name="images",
+    shape=(1, 3, INPUT_SIZE, INPUT_SIZE),
+    dtype="float32",
+    output_name="output",
+    output_shape=(1, None, 85),
+    preprocessing="letterbox to 416x416 top-left, pad 114, BGR, float32 0-255, NCHW",
+)
+
+#: The detections of one frame (also what ``ObjectDetector`` emits).
+DETECTIONS_SCHEMA = {
+    "boxes": Field("float32", (None, 4)),
+    "scores": Field("float32", (None,)),
+    "classes": Field("int32", (None,)),
+}
+
+
+# -- kernels --------------------------------------------------------------------------------------
+def letterbox(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float]:
+    """``(blob, r)``: the image resized by ``r``, padded top-left to ``size``: 1x3xSxS float32."""
+    height, width = image.shape[:2]
+    r = min(size / height, size / width)
+    new_w, new_h = round(width * r), round(height * r)
+    padded = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    padded[:new_h, :new_w] = resized
+    blob = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
+    return blob, r
+
+
+def _grids(size: int, strides: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    xy, stride_of = [], []
+    for stride in strides:
+        n = size // stride
+        ys, xs = np.mgrid[0:n, 0:n]
+        xy.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        stride_of.append(np.full(n * n, stride))
+    return np.concatenate(xy).astype(np.float32), np.concatenate(stride_of).astype(np.float32)
+
+
+def decode(
+    output: np.ndarray, size: int = INPUT_SIZE, strides: Iterable[int] = STRIDES
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(boxes, scores)`` of a raw YOLOX output: xyxy in input pixels, ``obj x cls`` (N x C)."""
+    rows = np.asarray(output, np.float32).reshape(-1, output.shape[-1])
+    grid, stride = _grids(size, strides)
+    if len(grid) != len(rows):
+        raise ValueError(
+            f"YOLOX output has {len(rows)} rows, expected {len(grid)} for a {size}x{size} "
+            f"input with strides {tuple(strides)}"
+        )
+    centre = (rows[:, 0:2] + grid) * stride[:, None]
+    half = np.exp(rows[:, 2:4]) * stride[:, None] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    return boxes, rows[:, 4:5] * rows[:, 5:]
+
+
+def postprocess(
+    output: np.ndarray,
+    *,
+    r: float,
+    score_threshold: float = 0.3,
+    nms_iou: float = 0.45,
+    classes: Iterable[int] | None = None,
+    max_detections: int = 100,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes float32 Nx4 xyxy, scores float32 N, classes int32 N)`` in original pixels.
+
+    Each grid cell keeps its best class; ``classes`` (``None``: all) filters
+    them; boxes are divided by the letterbox ratio ``r`` (and clipped to
+    ``image_size`` = ``(height, width)`` when given); NMS is per class.
+    """
+    boxes, scores = decode(output)
+    best = scores.argmax(axis=1)
+    score = scores[np.arange(len(best)), best]
+    keep = score >= score_threshold
+    if classes is not None:
+        keep &= np.isin(best, np.asarray(tuple(classes), np.int64))
+    boxes, score, best = boxes[keep] / r, score[keep], best[keep]
+    if image_size is not None:
+        height, width = image_size
+        boxes = np.clip(boxes, 0.0, [width, height, width, height])
+    if len(boxes) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    picked = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), score.tolist(), best.tolist(), score_threshold, nms_iou
+    )
+    picked = np.asarray(picked, np.int64).reshape(-1)[:max_detections]
+    return (
+        boxes[picked].astype(np.float32),
+        score[picked].astype(np.float32),
+        best[picked].astype(np.int32),
+    )
+
+
+# -- the operator ---------------------------------------------------------------------------------
+class ObjectDetector(Operator):
+    """Detects objects in camera frames with a YOLOX ONNX model (ONNX Runtime).
+
+    Inputs:
+      ``camera``: payload ``{"image": uint8 HxWx3 BGR}``; a frame of another
+      dtype or shape is dead-lettered by the port schema.
+    Outputs:
+      ``detections``: payload ``{"boxes": float32 Nx4 xyxy in image pixels,
+      "scores": float32 N (obj x cls), "classes": int32 N (COCO ids),
+      "image_size": int32 [height, width]}``, plus every ``carry`` key the
+      frame has (by default its ``frame`` index and calibration ``P2``,
+      ``R0_rect``, ``Tr_velo_to_cam``, so ``SensorFusion`` can project lidar
+      into it) and ``"image"`` when ``keep_image``. Identity and times are the
+      frame's (``Message.derive``).
+    Parameters (keyword-only):
+      ``model``: path of the ONNX file (opened in ``setup``, on the node where
+      the operator runs; the operator pickles without it). ``score_threshold``
+      (default 0.3), ``nms_iou`` (0.45), ``classes``: COCO ids to keep (default
+      ``COCO_OF_INTEREST``; ``None``: all 80), ``max_detections`` (100),
+      ``intra_op_threads``: ONNX Runtime threads (1; declare as many CPUs in
+      the pipeline when raising it), ``keep_image``, ``carry``.
+
+    ``signature`` is the model it needs (``YOLOX_SIGNATURE``); ``setup`` refuses
+    a model that does not fit it (``SignatureMismatch``) and a file that is not
+    ONNX (``NotAnOnnxModel``), naming the file. Stateless between frames.
+
+    >>> import numpy as np
+    >>> from operators import Context, Message
+    >>> from pipelines.data import data_path
+    >>> detector = ObjectDetector(model=data_path("detector-yolox-nano", "yolox_nano.onnx"))
+    >>> detector.setup(Context())
+    >>> frame = Message("cam", 0, 0, {"image": np.zeros((120, 160, 3), np.uint8)})
+    >>> [(port, out)] = detector.process("camera", frame)
+    >>> port, out.payload["boxes"].shape, out.payload["image_size"].tolist()
+    ('detections', (0, 4), [120, 160])
+    """
+
+    inputs = (Port("camera", {"image": Field("uint8", (None, None, 3))}),)
+    outputs = (Port("detections", DETECTIONS_SCHEMA),)
+    resources = Resources(num_cpus=1.0)
+    signature: ClassVar[ModelSignature] = YOLOX_SIGNATURE
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike,
+        score_threshold: float = 0.3,
+        nms_iou: float = 0.45,
+        classes: tuple[int, ...] | None = COCO_OF_INTEREST,
+        max_detections: int = 100,
+        intra_op_threads: int = 1,
+        keep_image: bool = False,
+        carry: tuple[str, ...] = ("frame", "P2", "R0_rect", "Tr_velo_to_cam"),
+    ) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.model = str(model)
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.classes = None if classes is None else tuple(int(c) for c in classes)
+        self.max_detections = int(max_detections)
+        self.intra_op_threads = int(intra_op_threads)
+        self.keep_image = keep_image
+        self.carry = tuple(carry)
+        self._session: Any = None
+        self._name = type(self).__name__
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A session cannot be pickled; a copy opens its own in setup().
+        return {**self.__dict__, "_session": None}
+
+    def setup(self, ctx: Context) -> None:
+        self._name = ctx.operator
+        path = pathlib.Path(self.model)
+        if "@" in self.model and not path.exists():
+            raise OperatorError(
+                f"model {self.model!r} looks like a model reference (NAME@VERSION); this "
+                "operator takes the path of an ONNX file until the model resolver lands",
+                operator=ctx.operator,
+            )
+        session = open_session(path, intra_op_threads=self.intra_op_threads)
+        self.signature.check(session, model=path)
+        self._session = session
+
+    def teardown(self) -> None:
+        self._session = None
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(boxes, scores, classes)`` of one BGR image (after ``setup``)."""
+        if self._session is None:
+            raise OperatorError("detect() before setup(ctx) opened the model", operator=self._name)
+        blob, r = letterbox(image, INPUT_SIZE)
+        (output,) = self._session.run(
+            [self.signature.output_name], {self.signature.input_name: blob}
+        )
+        return postprocess(
+            output,
+            r=r,
+            score_threshold=self.score_threshold,
+            nms_iou=self.nms_iou,
+            classes=self.classes,
+            max_detections=self.max_detections,
+            image_size=image.shape[:2],
+        )
+
+    def process(self, port: str, message: Message) -> Outputs:
+        image = message.payload["image"]
+        boxes, scores, classes = self.detect(image)
+        payload: dict[str, Any] = {
+            key: message.payload[key] for key in self.carry if key in message.payload
+        }
+        payload |= {
+            "boxes": boxes,
+            "scores": scores,
+            "classes": classes,
+            "image_size": np.array(image.shape[:2], np.int32),
+        }
+        if self.keep_image:
+            payload["image"] = image
+        yield "detections", message.derive(payload)
