@@ -198,6 +198,23 @@ def _kitti(synthetic: bool) -> Callable[[Env], Operator]:
     return make
 
 
+def _recorder(env: Env) -> Operator:
+    from operators.recording import Recorder
+
+    return Recorder(env.tmp_path / "recording", batch_rows=2)
+
+
+def _replay(env: Env) -> Operator:
+    """Replay of a 5-message, two-port recording written for the test."""
+    from operators.recording import Replay, write_recording
+
+    root = env.tmp_path / "replay"
+    if not root.exists():
+        msgs = [Message("cam", i, i * 1000, {"box": np.ones(4, np.float32) * i}) for i in range(5)]
+        write_recording(root, [("camera" if i % 2 else "lidar", m) for i, m in enumerate(msgs)])
+    return Replay(root, pace="fast")
+
+
 #: One entry per operator class name; a list gives several variants.
 EXAMPLES: dict[str, Example | list[Example]] = {
     "ListSource": Example(_list_source, polls=6),
@@ -205,6 +222,8 @@ EXAMPLES: dict[str, Example | list[Example]] = {
     "LaneDetector": Example(_lanes, feed=_frames),
     "ParquetSink": Example(_parquet, feed=_messages),
     "KittiSource": [Example(_kitti(synthetic=True), polls=3), Example(_kitti(synthetic=False))],
+    "Recorder": Example(_recorder, feed=_messages),
+    "Replay": Example(_replay, polls=3),
     "VideoSource": [
         Example(_video(_clip, max_frames=4), polls=5),
         Example(
