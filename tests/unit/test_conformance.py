@@ -215,11 +215,38 @@ def _replay(env: Env) -> Operator:
     return Replay(root, pace="fast")
 
 
+def _detector(env: Env) -> Operator:
+    from operators.detection import ObjectDetector
+
+    return ObjectDetector(model=env.data("detector-yolox-nano", "yolox_nano.onnx"))
+
+
+def _fusion(env: Env) -> Operator:
+    from operators.fusion import Calibration, SensorFusion
+
+    return SensorFusion(calibration=Calibration.simple(focal=700.0, cx=600.0, cy=180.0))
+
+
+def _detections_and_scans(env: Env) -> list[tuple[str, Message]]:
+    """Camera-side detections at 30 Hz and lidar scans at 10 Hz, one frame left unpartnered."""
+    dets = {
+        "boxes": np.array([[590, 170, 610, 190]], np.float32),
+        "scores": np.array([0.9], np.float32),
+        "classes": np.array([2], np.int32),
+    }
+    scan = {"points": np.array([[10.0, 0.0, 0.0, 0.5], [np.nan, 0, 0, 0]], np.float32)}
+    camera = [("camera", Message("cam", i, i * 33_000_000, dets)) for i in range(4)]
+    lidar = [("lidar", Message("velo", i, i * 100_000_000, scan)) for i in range(2)]
+    return [camera[0], lidar[0], camera[1], camera[2], camera[3], lidar[1]]
+
+
 #: One entry per operator class name; a list gives several variants.
 EXAMPLES: dict[str, Example | list[Example]] = {
     "ListSource": Example(_list_source, polls=6),
     "ListSink": Example(_list_sink, feed=_messages),
     "LaneDetector": Example(_lanes, feed=_frames),
+    "ObjectDetector": Example(_detector, feed=lambda env: [("camera", m) for _, m in _frames(env)]),
+    "SensorFusion": Example(_fusion, feed=_detections_and_scans),
     "ParquetSink": Example(_parquet, feed=_messages),
     "KittiSource": [Example(_kitti(synthetic=True), polls=3), Example(_kitti(synthetic=False))],
     "Recorder": Example(_recorder, feed=_messages),
