@@ -167,15 +167,12 @@ class ObjectDetector(Operator):
     a model that does not fit it (``SignatureMismatch``) and a file that is not
     ONNX (``NotAnOnnxModel``), naming the file. Stateless between frames.
 
-    >>> import numpy as np
-    >>> from operators import Context, Message
-    >>> from pipelines.data import data_path
-    >>> detector = ObjectDetector(model=data_path("detector-yolox-nano", "yolox_nano.onnx"))
-    >>> detector.setup(Context())
-    >>> frame = Message("cam", 0, 0, {"image": np.zeros((120, 160, 3), np.uint8)})
-    >>> [(port, out)] = detector.process("camera", frame)
-    >>> port, out.payload["boxes"].shape, out.payload["image_size"].tolist()
-    ('detections', (0, 4), [120, 160])
+    >>> import pickle
+    >>> detector = ObjectDetector(model="yolox_nano.onnx", score_threshold=0.25)
+    >>> pickle.loads(pickle.dumps(detector)).score_threshold  # no session until setup(ctx)
+    0.25
+    >>> ObjectDetector.signature.input_name, ObjectDetector.signature.shape
+    ('images', (1, 3, 416, 416))
     """
 
     inputs = (Port("camera", {"image": Field("uint8", (None, None, 3))}),)
