@@ -52,7 +52,7 @@ CAMERA_SCHEMA = {
 LIDAR_SCHEMA = {"points": Field("float32", (None, 4))}
 #: Sensors in the order their samples are emitted when due at the same instant.
 SENSORS = ("ego", "lidar", "camera")
-_MAX_DT_NS = 10_000_000  # ego kinematics integrate in steps of at most 10 ms
+_MAX_DT_NS = 10_000_000  # ego kinematics integrate on a fixed grid of 10 ms
 
 
 class DrivingSimulator(Source):
@@ -205,7 +205,6 @@ class DrivingSimulator(Source):
                 k += 1
         out = []
         for ts, _, name, k in sorted(due):
-            self._advance(ts)
             out.append((name, self._sample(name, k, ts)))
             self.frames[name] = k + 1
         self._advance(end)
@@ -213,7 +212,8 @@ class DrivingSimulator(Source):
         return out
 
     def _sample(self, name: str, k: int, ts: int) -> Message:
-        scene = self.world.scene(ts / 1e9, self.ego)
+        ego, yaw_rate = self._ego_at(ts)
+        scene = self.world.scene(ts / 1e9, ego)
         rng = np.random.default_rng([self.seed, SENSORS.index(name), k])
         if name == "camera":
             light = self.scenario.lighting
@@ -238,8 +238,8 @@ class DrivingSimulator(Source):
                 "distances": np.array([distance_to_box(scene.pose, o) for o in objs], np.float32),
             }  # fmt: skip
         else:
-            pose, ego = scene.pose, self.ego
-            exact = {"speed": ego.v, "yaw_rate": self.yaw_rate, "x": pose.x, "y": pose.y,
+            pose = scene.pose
+            exact = {"speed": ego.v, "yaw_rate": yaw_rate, "x": pose.x, "y": pose.y,
                      "heading": pose.yaw}  # fmt: skip
             sigma = {"speed": 0.05, "yaw_rate": 0.002, "x": 0.3, "y": 0.3, "heading": 0.002}
             noisy = rng.normal(0.0, 1.0, len(exact)) if self.noise else np.zeros(len(exact))
@@ -255,21 +255,35 @@ class DrivingSimulator(Source):
 
     # -- ego kinematics -------------------------------------------------------------------
     def _advance(self, until_ns: int) -> None:
+        """Integrate the ego on a fixed 10 ms grid up to ``until_ns`` (rounded down to it).
+
+        A fixed grid makes the trajectory independent of how polls cut simulated time.
+        """
+        while self.ego_ns + _MAX_DT_NS <= until_ns:
+            self.ego, self.yaw_rate = self._step(self.ego, self.ego_ns, _MAX_DT_NS)
+            self.ego_ns += _MAX_DT_NS
+
+    def _ego_at(self, ts: int) -> tuple[EgoState, float]:
+        """The ego and its yaw rate at ``ts`` (between grid points: stepped, not kept)."""
+        self._advance(ts)
+        if ts == self.ego_ns:
+            return self.ego, self.yaw_rate
+        return self._step(self.ego, self.ego_ns, ts - self.ego_ns)
+
+    def _step(self, ego: EgoState, t_ns: int, step_ns: int) -> tuple[EgoState, float]:
         world = self.world
-        while self.ego_ns < until_ns:
-            step_ns = min(_MAX_DT_NS, until_ns - self.ego_ns)
-            dt = step_ns / 1e9
-            kappa = world.curvature(self.ego.s)
-            heading = world.ego_pose(self.ego).yaw
-            steer = self.command.steer if self.lateral and self.command else math.atan(
-                WHEELBASE * kappa)  # fmt: skip
-            control = self.command if self.longitudinal else None
-            ego = step_ego(self.ego, dt=dt, kappa=kappa, control=control, steer=steer)
-            self.ego_ns += step_ns
-            if not self.lateral:
-                ego = self._weave(ego, self.ego_ns / 1e9)
-            self.yaw_rate = (world.ego_pose(ego).yaw - heading) / dt
-            self.ego = ego
+        dt = step_ns / 1e9
+        kappa = world.curvature(ego.s)
+        heading = world.ego_pose(ego).yaw
+        if self.lateral and self.command is not None:
+            steer = self.command.steer
+        else:
+            steer = math.atan(WHEELBASE * kappa)
+        control = self.command if self.longitudinal else None
+        after = step_ego(ego, dt=dt, kappa=kappa, control=control, steer=steer)
+        if not self.lateral:
+            after = self._weave(after, (t_ns + step_ns) / 1e9)
+        return after, (world.ego_pose(after).yaw - heading) / dt
 
     def _weave(self, ego: EgoState, t: float) -> EgoState:
         """The ego at the lateral offset the scenario scripts while it is not steered."""

@@ -173,6 +173,12 @@ def _parquet(env: Env) -> Operator:
     return ParquetSink(env.tmp_path / "recorded", rows_per_file=2)
 
 
+def _driving(env: Env) -> Operator:
+    from operators.driving import DrivingSimulator
+
+    return DrivingSimulator("cut_in", poll_hz=10.0)
+
+
 def _messages(env: Env) -> list[tuple[str, Message]]:
     return [("in", Message("cam", i, i, {"n": i, "box": np.ones(4, np.float32) * i}))
             for i in range(5)]  # fmt: skip
@@ -244,6 +250,7 @@ def _detections_and_scans(env: Env) -> list[tuple[str, Message]]:
 EXAMPLES: dict[str, Example | list[Example]] = {
     "ListSource": Example(_list_source, polls=6),
     "ListSink": Example(_list_sink, feed=_messages),
+    "DrivingSimulator": Example(_driving, polls=3),
     "LaneDetector": Example(_lanes, feed=_frames),
     "ObjectDetector": Example(_detector, feed=lambda env: [("camera", m) for _, m in _frames(env)]),
     "SensorFusion": Example(_fusion, feed=_detections_and_scans),
