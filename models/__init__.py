@@ -3,6 +3,6 @@
 Never imports Ray.
 """
 
-from models._errors import EdgerayError
+from models._errors import EdgerayError, ModelError, NotAnOnnxModel, SignatureMismatch
 
-__all__ = ["EdgerayError"]
+__all__ = ["EdgerayError", "ModelError", "NotAnOnnxModel", "SignatureMismatch"]

@@ -20,11 +20,8 @@ model before any replica switches to it.
 >>> no_gpu
 ('CPUExecutionProvider',)
 
-Exceptions (under ``EdgerayError``; they belong in ``models/_errors.py``'s tree)::
-
-    ModelError              a model file or session could not be used
-    ├── NotAnOnnxModel      the file is missing or is not an ONNX model
-    └── SignatureMismatch   the model's input/output does not fit what the operator needs
+Errors (``ModelError``, ``NotAnOnnxModel``, ``SignatureMismatch``) live in
+``models/_errors.py``, drawn in its tree under ``EdgerayError``.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from models._errors import EdgerayError
+from models._errors import NotAnOnnxModel, SignatureMismatch
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -55,22 +52,6 @@ _ORT_DTYPES = {
     "tensor(int64)": "int64",
     "tensor(bool)": "bool",
 }
-
-
-class ModelError(EdgerayError):
-    """A model file or inference session could not be used; names the file when known."""
-
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None) -> None:
-        self.path = None if path is None else str(path)
-        super().__init__(message)
-
-
-class NotAnOnnxModel(ModelError):
-    """The model file is missing, unreadable or not an ONNX model."""
-
-
-class SignatureMismatch(ModelError):
-    """The model's input (or output) does not fit the signature an operator declares."""
 
 
 # -- providers ------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """``SensorFusion``: camera detections + lidar scans → objects with a distance.
 
 Kernels (pure functions): ``project_points`` maps velodyne points into the
-image with a KITTI-style calibration (``P2 · R0_rect · Tr_velo_to_cam``),
-keeping the points in front of the camera; ``box_distances`` gives each box
-the median depth of the projected points inside it.
+image with a KITTI-style calibration (``operators.calibration.Calibration``:
+``P2 · R0_rect · Tr_velo_to_cam``), keeping the points in front of the camera;
+``box_distances`` gives each box the median depth of the projected points inside it.
 
 >>> import numpy as np
 >>> calib = Calibration.simple(focal=700.0, cx=600.0, cy=180.0)
@@ -18,9 +18,6 @@ the median depth of the projected points inside it.
 from __future__ import annotations
 
 import bisect
-import os
-import pathlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,93 +25,10 @@ import numpy as np
 from operators._errors import MalformedMessage, OperatorError
 from operators._message import Message
 from operators._operator import Context, Field, Metrics, Operator, Outputs, Port, Resources
+from operators.calibration import CALIBRATION_KEYS, Calibration
 
-#: The calibration keys a camera-side message may carry (KITTI names).
-CALIBRATION_KEYS = ("P2", "R0_rect", "Tr_velo_to_cam")
 #: Points closer than this to the camera plane (m) are not projected.
 MIN_DEPTH_M = 0.5
-
-
-# -- calibration ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Calibration:
-    """A camera's projection ``P2`` (3x4), rectification ``R0_rect`` (3x3) and the
-    lidar-to-camera transform ``Tr_velo_to_cam`` (3x4), as in KITTI's calib files."""
-
-    P2: np.ndarray
-    R0_rect: np.ndarray
-    Tr_velo_to_cam: np.ndarray
-
-    def __post_init__(self) -> None:
-        for name, shape in zip(CALIBRATION_KEYS, ((3, 4), (3, 3), (3, 4)), strict=True):
-            value = np.asarray(getattr(self, name), np.float64)
-            if value.shape != shape or not np.isfinite(value).all():
-                raise ValueError(
-                    f"calibration {name} must be a finite {shape[0]}x{shape[1]} matrix, got "
-                    f"shape {value.shape}"
-                )
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def simple(cls, *, focal: float, cx: float, cy: float) -> Calibration:
-        """A pinhole camera at the lidar's origin, looking along the lidar's +x (tests, sims)."""
-        p2 = np.array([[focal, 0, cx, 0], [0, focal, cy, 0], [0, 0, 1, 0]], np.float64)
-        velo_to_cam = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]], np.float64)
-        return cls(p2, np.eye(3), velo_to_cam)
-
-    @classmethod
-    def from_payload(cls, payload: Any) -> Calibration | None:
-        """The calibration a message carries, or ``None`` when it carries none of the keys."""
-        present = [k for k in CALIBRATION_KEYS if k in payload]
-        if not present:
-            return None
-        missing = [k for k in CALIBRATION_KEYS if k not in payload]
-        if missing:
-            raise ValueError(f"payload has calibration {present} but not {missing}")
-        return cls(*(np.asarray(payload[k]) for k in CALIBRATION_KEYS))
-
-    def as_payload(self) -> dict[str, np.ndarray]:
-        """``{"P2": ..., "R0_rect": ..., "Tr_velo_to_cam": ...}`` float64 arrays."""
-        return {k: getattr(self, k) for k in CALIBRATION_KEYS}
-
-    def velo_to_image(self) -> np.ndarray:
-        """The 4x4 ``[R0_rect · Tr_velo_to_cam; 0 0 0 1]`` (lidar → rectified camera)."""
-        rect = np.eye(4)
-        rect[:3, :3] = self.R0_rect
-        velo = np.vstack([self.Tr_velo_to_cam, [0, 0, 0, 1]])
-        return rect @ velo
-
-
-def _read_kitti_calib(path: str | os.PathLike) -> Calibration:
-    """``P2``, ``R0_rect`` and ``Tr_velo_to_cam`` from a KITTI object ``calib/*.txt`` file.
-
-    Private until the KITTI reader in ``operators/kitti.py`` and this one are merged.
-    """
-    file = pathlib.Path(path)
-    values: dict[str, np.ndarray] = {}
-    for number, line in enumerate(file.read_text().splitlines(), 1):
-        if ":" not in line:
-            continue
-        key, _, rest = line.partition(":")
-        try:
-            values[key.strip()] = np.array([float(v) for v in rest.split()], np.float64)
-        except ValueError as err:
-            raise OperatorError(f"calibration {str(file)!r} line {number}: {err}") from err
-    missing = [k for k in CALIBRATION_KEYS if k not in values]
-    if missing:
-        raise OperatorError(
-            f"calibration {str(file)!r} lacks {', '.join(missing)} (found: "
-            f"{', '.join(values) or 'nothing'}); a KITTI object calib file has lines "
-            "'P2: 12 numbers', 'R0_rect: 9 numbers', 'Tr_velo_to_cam: 12 numbers'"
-        )
-    shapes = {"P2": (3, 4), "R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4)}
-    for key, shape in shapes.items():
-        if values[key].size != shape[0] * shape[1]:
-            raise OperatorError(
-                f"calibration {str(file)!r}: {key} has {values[key].size} numbers, "
-                f"expected {shape[0] * shape[1]}"
-            )
-    return Calibration(*(values[k].reshape(shapes[k]) for k in CALIBRATION_KEYS))
 
 
 # -- kernels --------------------------------------------------------------------------------------
@@ -130,13 +44,9 @@ def project_points(points: np.ndarray, calib: Calibration) -> tuple[np.ndarray, 
     ``points`` is Nx4 (x, y, z, reflectance) in the lidar frame; depth is the
     rectified camera's z (metres along the optical axis).
     """
-    xyz1 = np.hstack([points[:, :3].astype(np.float64), np.ones((len(points), 1))])
-    cam = xyz1 @ calib.velo_to_image().T  # N x 4, rectified camera
-    front = cam[:, 2] > MIN_DEPTH_M
-    cam = cam[front]
-    image = cam @ calib.P2.T
-    uv = image[:, :2] / image[:, 2:3]
-    return uv.astype(np.float32), cam[:, 2].astype(np.float32)
+    uv, depth = calib.velo_to_image(points)
+    front = depth > MIN_DEPTH_M
+    return uv[front].astype(np.float32), depth[front].astype(np.float32)
 
 
 def box_distances(
@@ -363,7 +273,7 @@ class SensorFusion(Operator):
     def _calibration_of(self, frame: Message) -> Calibration:
         try:
             carried = Calibration.from_payload(frame.payload)
-        except ValueError as err:
+        except OperatorError as err:
             problem = f"camera message {frame.key}: {err}"
             raise MalformedMessage(problem, operator=self._name) from err
         if carried is not None:

@@ -1,16 +1,18 @@
-"""KITTI-style data: calibration, labels and ``KittiSource`` (camera image + velodyne scan).
+"""KITTI-style data: labels, frame files and ``KittiSource`` (camera image + velodyne scan).
 
 A KITTI object-benchmark directory holds, per frame id (``000000``, ...):
 ``image_2/<id>.png`` (left colour camera), ``velodyne/<id>.bin`` (float32
 ``x, y, z, reflectance`` per point), ``calib/<id>.txt`` (``P2``, ``R0_rect``,
 ``Tr_velo_to_cam`` among others) and, optionally, ``label_2/<id>.txt``
 (``type truncated occluded alpha x1 y1 x2 y2 h w l X Y Z rotation_y``).
+The calibration (``Calibration``, ``read_calibration``) is in ``operators.calibration``.
 
 >>> import tempfile
 >>> import numpy as np
 >>> from operators import Context
+>>> from operators.calibration import Calibration, read_calibration
 >>> root = tempfile.mkdtemp()
->>> calib = KittiCalibration(
+>>> calib = Calibration(
 ...     P2=np.array([[700.0, 0, 600, 0], [0, 700, 180, 0], [0, 0, 1, 0]]),
 ...     R0_rect=np.eye(3),
 ...     Tr_velo_to_cam=np.array([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]]),
@@ -48,9 +50,8 @@ import numpy as np
 from operators._errors import OperatorError
 from operators._message import Message
 from operators._operator import Context, Field, Outputs, Port, Source
+from operators.calibration import Calibration, read_calibration, write_calibration
 
-#: The calibration entries ``KittiSource`` needs, with their matrix shapes.
-CALIBRATION_KEYS = {"P2": (3, 4), "R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4)}
 #: Bytes per velodyne point: four float32 (x, y, z, reflectance).
 POINT_BYTES = 16
 #: KITTI label rows that mark regions to ignore; ``read_labels`` leaves them out.
@@ -63,107 +64,6 @@ CAMERA_SCHEMA = {
     "Tr_velo_to_cam": Field("float64", (3, 4)),
 }
 LIDAR_SCHEMA = {"points": Field("float32", (None, 4))}
-
-
-# -- calibration ----------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class KittiCalibration:
-    """The matrices that take a velodyne point into the left colour camera (``image_2``).
-
-    ``P2``: 3x4 projection of rectified camera coordinates to pixels.
-    ``R0_rect``: 3x3 rectifying rotation. ``Tr_velo_to_cam``: 3x4 velodyne → camera.
-    Arrays are float64 and read-only.
-    """
-
-    P2: np.ndarray
-    R0_rect: np.ndarray
-    Tr_velo_to_cam: np.ndarray
-
-    def __post_init__(self) -> None:
-        for name, shape in CALIBRATION_KEYS.items():
-            array = np.array(getattr(self, name), dtype=np.float64)
-            if array.shape != shape:
-                raise OperatorError(
-                    f"calibration matrix {name} has shape {array.shape}, expected {shape}"
-                )
-            array.setflags(write=False)
-            object.__setattr__(self, name, array)
-
-    def velo_to_rect(self, points: np.ndarray) -> np.ndarray:
-        """Velodyne points (Nx3 or Nx4: x, y, z[, reflectance]) → Nx3 rectified camera coords."""
-        xyz = np.asarray(points, dtype=np.float64)[:, :3]
-        homogeneous = np.hstack([xyz, np.ones((len(xyz), 1))])
-        return (self.R0_rect @ (self.Tr_velo_to_cam @ homogeneous.T)).T
-
-    def rect_to_image(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rectified camera coords (Nx3) → (pixel ``uv`` Nx2, depth N: the camera z in m)."""
-        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-        projected = (self.P2 @ np.hstack([xyz, np.ones((len(xyz), 1))]).T).T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = projected[:, :2] / projected[:, 2:3]
-        return uv, xyz[:, 2].copy()
-
-    def velo_to_image(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Project velodyne points into ``image_2``: (``uv`` Nx2 pixels, ``depth`` N metres).
-
-        Points behind the camera come back with ``depth <= 0`` (their ``uv`` is
-        meaningless): keep ``depth > 0`` and ``uv`` inside the image.
-        """
-        return self.rect_to_image(self.velo_to_rect(points))
-
-    def as_payload(self) -> dict[str, np.ndarray]:
-        """The matrices as payload fields (``P2``, ``R0_rect``, ``Tr_velo_to_cam``)."""
-        return {name: getattr(self, name) for name in CALIBRATION_KEYS}
-
-
-def read_calibration(path: str | os.PathLike[str]) -> KittiCalibration:
-    """Read a KITTI ``calib/<id>.txt`` (``KEY: v1 v2 ...`` per line) into a ``KittiCalibration``.
-
-    Raises ``OperatorError`` naming the file and the key when ``P2``, ``R0_rect``
-    or ``Tr_velo_to_cam`` is missing or has the wrong number of values.
-    """
-    path = os.fspath(path)
-    values: dict[str, list[float]] = {}
-    try:
-        text = pathlib.Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise OperatorError(f"cannot read KITTI calibration file {path!r}: {err}") from err
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        key, sep, rest = line.partition(":")
-        try:
-            values[key.strip()] = [float(v) for v in rest.split()] if sep else []
-        except ValueError as err:
-            raise OperatorError(
-                f"KITTI calibration file {path!r} line {number} ({key.strip()!r}): {err}; "
-                "expected 'KEY: number number ...'"
-            ) from err
-    matrices = {}
-    for key, shape in CALIBRATION_KEYS.items():
-        if key not in values:
-            raise OperatorError(
-                f"KITTI calibration file {path!r} has no {key!r} entry (found: "
-                f"{', '.join(values) or 'nothing'}); a KITTI object calibration needs "
-                f"{', '.join(CALIBRATION_KEYS)}, each as 'KEY: v1 v2 ...' on its own line"
-            )
-        count = shape[0] * shape[1]
-        if len(values[key]) != count:
-            raise OperatorError(
-                f"KITTI calibration file {path!r}: {key!r} has {len(values[key])} values, "
-                f"expected {count} (a {shape[0]}x{shape[1]} matrix, row by row)"
-            )
-        matrices[key] = np.array(values[key]).reshape(shape)
-    return KittiCalibration(**matrices)
-
-
-def write_calibration(path: str | os.PathLike[str], calibration: KittiCalibration) -> None:
-    """Write ``calibration`` in the KITTI text format ``read_calibration`` reads."""
-    lines = [
-        f"{name}: " + " ".join(f"{v:.12e}" for v in getattr(calibration, name).ravel())
-        for name in CALIBRATION_KEYS
-    ]
-    pathlib.Path(path).write_text("\n".join(lines) + "\n")
 
 
 # -- labels ---------------------------------------------------------------------------------
@@ -274,7 +174,7 @@ def write_kitti_frame(
     *,
     image: np.ndarray,
     points: np.ndarray,
-    calibration: KittiCalibration,
+    calibration: Calibration,
     labels: Iterable[KittiObject] | None = None,
 ) -> None:
     """Write one frame in the KITTI layout (e.g. simulator output for KITTI-layout tools)."""

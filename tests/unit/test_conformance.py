@@ -188,14 +188,15 @@ def _kitti(synthetic: bool) -> Callable[[Env], Operator]:
     """KittiSource over 2 synthetic frames written for the test, or the real kitti-sample."""
 
     def make(env: Env) -> Operator:
-        from operators.kitti import KittiCalibration, KittiSource, write_kitti_frame
+        from operators.calibration import Calibration
+        from operators.kitti import KittiSource, write_kitti_frame
 
         if not synthetic:
             return KittiSource(env.data("kitti-sample"))
         root = env.tmp_path / "kitti"
         if not root.exists():
             eye = np.eye(3, 4)
-            calib = KittiCalibration(P2=eye, R0_rect=np.eye(3), Tr_velo_to_cam=eye)
+            calib = Calibration(P2=eye, R0_rect=np.eye(3), Tr_velo_to_cam=eye)
             for i in range(2):
                 image, points = np.full((8, 16, 3), i, np.uint8), np.ones((3, 4), np.float32) * i
                 write_kitti_frame(root, f"{i:06d}", image=image, points=points, calibration=calib)
@@ -228,7 +229,8 @@ def _detector(env: Env) -> Operator:
 
 
 def _fusion(env: Env) -> Operator:
-    from operators.fusion import Calibration, SensorFusion
+    from operators.calibration import Calibration
+    from operators.fusion import SensorFusion
 
     return SensorFusion(calibration=Calibration.simple(focal=700.0, cx=600.0, cy=180.0))
 

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from operators import Context, MalformedMessage, Message, OperatorError
-from operators.fusion import (
-    Calibration,
-    SensorFusion,
-    _read_kitti_calib,
-    box_distances,
-    project_points,
-)
+from operators.calibration import Calibration, read_calibration
+from operators.fusion import SensorFusion, box_distances, project_points
 
 FRAMES = ("000000", "000001", "000002")
 MS = 1_000_000
@@ -74,7 +69,7 @@ def feed(op: SensorFusion, steps: list[tuple[str, Message]]) -> list[Message]:
 # -- calibration and projection on the real KITTI frames ---------------------------------------
 def test_reads_the_kitti_calibration(kitti):
     # execute
-    calib = _read_kitti_calib(kitti / "calib" / "000000.txt")
+    calib = read_calibration(kitti / "calib" / "000000.txt")
 
     # assert
     assert calib.P2.shape == (3, 4) and calib.P2[0, 0] == pytest.approx(707.0493)
@@ -88,14 +83,14 @@ def test_a_calibration_file_with_missing_keys_is_named(tmp_path):
 
     # execute / assert
     with pytest.raises(OperatorError, match=r"000007\.txt' lacks Tr_velo_to_cam"):
-        _read_kitti_calib(path)
+        read_calibration(path)
 
 
 def test_projected_points_land_on_the_labelled_objects(kitti):
     # prepare / execute: project each scan, measure each labelled Car / Pedestrian box
     errors = []
     for frame in FRAMES:
-        calib = _read_kitti_calib(kitti / "calib" / f"{frame}.txt")
+        calib = read_calibration(kitti / "calib" / f"{frame}.txt")
         uv, depth = project_points(scan(kitti / "velodyne" / f"{frame}.bin"), calib)
         wanted = [(t, b, z) for t, b, z in labels(kitti / "label_2" / f"{frame}.txt")]
         wanted = [(t, b, z) for t, b, z in wanted if t in ("Car", "Pedestrian")]
@@ -116,7 +111,7 @@ def test_projected_points_land_on_the_labelled_objects(kitti):
 
 def test_projection_keeps_points_in_the_image_and_in_front(kitti):
     # prepare
-    calib = _read_kitti_calib(kitti / "calib" / "000000.txt")
+    calib = read_calibration(kitti / "calib" / "000000.txt")
     points = scan(kitti / "velodyne" / "000000.bin")
 
     # execute
@@ -134,7 +129,7 @@ def test_detector_then_fusion_on_kitti_000000(kitti, requires_data):
 
     detector = ObjectDetector(model=requires_data("detector-yolox-nano", "yolox_nano.onnx"))
     detector.setup(Context(operator="detector"))
-    calib = _read_kitti_calib(kitti / "calib" / "000000.txt")
+    calib = read_calibration(kitti / "calib" / "000000.txt")
     image = cv2.imread(str(kitti / "image_2" / "000000.png"))
     frame = Message("cam", 0, 100 * MS, {"image": image, **calib.as_payload()})
     op = SensorFusion()  # no calibration parameter: it comes with the message

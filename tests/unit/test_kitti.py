@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 
 from operators import Context, OperatorError
-from operators.kitti import (
-    KittiCalibration,
-    KittiObject,
-    KittiSource,
-    read_calibration,
-    read_labels,
-    write_kitti_frame,
-)
+from operators.calibration import Calibration, read_calibration
+from operators.kitti import KittiObject, KittiSource, read_labels, write_kitti_frame
 from pipelines.testing import ListSink, Pipeline, run_local
 
-CALIB = KittiCalibration(
+CALIB = Calibration(
     P2=np.array([[700.0, 0, 600, 0], [0, 700, 180, 0], [0, 0, 1, 0]]),
     R0_rect=np.eye(3),
     Tr_velo_to_cam=np.array([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]]),
@@ -112,7 +106,7 @@ def test_projected_lidar_points_land_in_the_labelled_boxes_at_the_labelled_depth
 def test_pedestrian_box_in_000000_holds_hundreds_of_points_within_a_metre(kitti):
     # prepare: what the brief states, from the source's own messages
     camera, lidar = (m for _, m in started(KittiSource(kitti)).poll(0))
-    calib = KittiCalibration(**{k: camera.payload[k] for k in ("P2", "R0_rect", "Tr_velo_to_cam")})
+    calib = Calibration(**{k: camera.payload[k] for k in ("P2", "R0_rect", "Tr_velo_to_cam")})
 
     # execute
     uv, depth = calib.velo_to_image(lidar.payload["points"])

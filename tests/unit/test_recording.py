@@ -44,11 +44,11 @@ class Fuse(Operator):
         got = self.pending[message.seq]
         if len(got) < 2:
             return
-        from operators.kitti import KittiCalibration
+        from operators.calibration import Calibration
 
         camera, lidar = got.pop("camera"), got.pop("lidar")
         keys = ("P2", "R0_rect", "Tr_velo_to_cam")
-        calib = KittiCalibration(**{k: camera.payload[k] for k in keys})
+        calib = Calibration(**{k: camera.payload[k] for k in keys})
         uv, depth = calib.velo_to_image(lidar.payload["points"])
         h, w = camera.payload["image"].shape[:2]
         seen = (depth > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
