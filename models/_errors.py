@@ -7,6 +7,11 @@ The whole tree::
     ├── ModelError                    models          a model file or session could not be used
     │   ├── NotAnOnnxModel            models          the file is missing or not an ONNX model
     │   └── SignatureMismatch         models          the model's input/output does not fit
+    ├── RegistryError                 models          the model registry or a node's model cache
+    │   ├── BadModelRef               models          a reference that is not NAME@VERSION|ALIAS
+    │   ├── ModelNotFound             models          no such model, version or alias
+    │   ├── AliasInUse                models          a version an alias still points at
+    │   └── CorruptArtifact           models          bytes whose sha256 is not the manifest's
     ├── OperatorError                 operators       an operator or its messages
     │   ├── PayloadConversionError    operators       a payload field Arrow cannot hold
     │   └── MalformedMessage          operators       a message that breaks the contract
@@ -43,3 +48,27 @@ class NotAnOnnxModel(ModelError):
 
 class SignatureMismatch(ModelError):
     """The model's input (or output) does not fit the signature an operator declares."""
+
+
+class RegistryError(EdgerayError):
+    """The model registry (or a node's model cache) refused a request; names the reference."""
+
+    def __init__(self, message: str, *, ref: str | None = None) -> None:
+        self.ref = ref
+        super().__init__(message)
+
+
+class BadModelRef(RegistryError, ValueError):
+    """A model reference that is not ``NAME@VERSION`` or ``NAME@ALIAS`` (or a bad name)."""
+
+
+class ModelNotFound(RegistryError):
+    """The registry has no such model, version or alias."""
+
+
+class AliasInUse(RegistryError):
+    """A version cannot be removed while an alias points at it."""
+
+
+class CorruptArtifact(RegistryError):
+    """Stored (or fetched) model bytes whose sha256 is not the one in the manifest."""

@@ -110,7 +110,11 @@ class NullMetrics:
 
 @dataclass(frozen=True)
 class Context:
-    """What ``setup(ctx)`` gets: where it runs, a clock (ns), a logger, metrics, models."""
+    """What ``setup(ctx)`` gets: where it runs, a clock (ns), a logger, metrics, models.
+
+    ``models`` is a ``models.ModelResolver`` (``session(ref, signature)``) when the
+    runtime knows the pipeline's model registry, else ``None``.
+    """
 
     pipeline: str = "local"
     operator: str = "op"

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from models.inference import ModelSignature, open_session
+from models.registry import Manifest, ModelRef
 from operators._errors import OperatorError
 from operators._message import Message
 from operators._operator import Context, Field, Operator, Outputs, Port, Resources
@@ -156,8 +157,12 @@ class ObjectDetector(Operator):
       into it) and ``"image"`` when ``keep_image``. Identity and times are the
       frame's (``Message.derive``).
     Parameters (keyword-only):
-      ``model``: path of the ONNX file (opened in ``setup``, on the node where
-      the operator runs; the operator pickles without it). ``score_threshold``
+      ``model``: path of the ONNX file, or a registry reference
+      ``NAME@VERSION`` / ``NAME@ALIAS`` (``"yolox@stable"``) resolved in
+      ``setup`` through ``ctx.models`` (the pipeline's ``ModelResolver``: the
+      node's cache, fetched once per node); opened on the node where the
+      operator runs, and the operator pickles without it. ``manifest`` is the
+      registry version in use after ``setup`` (``None`` for a path). ``score_threshold``
       (default 0.3), ``nms_iou`` (0.45), ``classes``: COCO ids to keep (default
       ``COCO_OF_INTEREST``; ``None``: all 80), ``max_detections`` (100),
       ``intra_op_threads``: ONNX Runtime threads (1; declare as many CPUs in
@@ -203,6 +208,7 @@ class ObjectDetector(Operator):
         self.keep_image = keep_image
         self.carry = tuple(carry)
         self._session: Any = None
+        self.manifest: Manifest | None = None  # the registry version in use, after setup
         self._name = type(self).__name__
 
     def __getstate__(self) -> dict[str, Any]:
@@ -212,15 +218,22 @@ class ObjectDetector(Operator):
     def setup(self, ctx: Context) -> None:
         self._name = ctx.operator
         path = pathlib.Path(self.model)
-        if "@" in self.model and not path.exists():
+        if path.exists() or not ModelRef.looks_like(self.model):
+            session = open_session(path, intra_op_threads=self.intra_op_threads)
+            self.signature.check(session, model=path)
+            self._session, self.manifest = session, None
+            return
+        ref = ModelRef.parse(self.model)  # BadModelRef, with an example, for a malformed one
+        if ctx.models is None:
             raise OperatorError(
-                f"model {self.model!r} looks like a model reference (NAME@VERSION); this "
-                "operator takes the path of an ONNX file until the model resolver lands",
+                f"model {self.model!r} is a registry reference but this context has no model "
+                "resolver; run the operator in a pipeline (Pipeline(..., models=REGISTRY)) or "
+                "pass Context(models=ModelResolver.at(REGISTRY)), or give a file path",
                 operator=ctx.operator,
             )
-        session = open_session(path, intra_op_threads=self.intra_op_threads)
-        self.signature.check(session, model=path)
-        self._session = session
+        self.manifest, self._session = ctx.models.session(
+            ref, self.signature, intra_op_threads=self.intra_op_threads
+        )
 
     def teardown(self) -> None:
         self._session = None

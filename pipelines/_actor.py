@@ -34,6 +34,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
+from models import ModelResolver
 from operators import Context, EndOfStream, Message
 from pipelines._channel import Link, Resequencer
 from pipelines._graph import Edge, Pipeline
@@ -79,6 +80,7 @@ class OperatorActor:
             clock=self.now,
             logger=logging.getLogger(f"edgeray.{actor}"),
             metrics=self.metrics,
+            models=ModelResolver.at(pipeline.models),  # touches nothing until a model is used
         )
         self.host = Host(self.spec, me.index, ctx, wall=time.time_ns)
         self.host.setup()

@@ -93,11 +93,15 @@ class Pipeline:
     """A graph of operators, built in Python and validated before it runs.
 
     ``time`` is ``"wall"`` (ticks, deadlines and rate limits on the processing
-    clock) or ``"event"`` (they follow the sources' event time).
+    clock) or ``"event"`` (they follow the sources' event time). ``models`` is
+    where operators' model references (``detector@stable``) resolve: a registry
+    path or pyarrow URI (``None``: ``$EDGERAY_MODELS``, else
+    ``~/.local/share/edgeray/models``, read on the node that runs the operator).
     """
 
     name: str
     time: str = "wall"
+    models: str | None = None
     specs: dict[str, OperatorSpec] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     publishes: list[Topic] = field(default_factory=list)

@@ -8,10 +8,16 @@
     edgeray kuberay SPEC           a KubeRay RayCluster manifest (JSON, which is YAML)
     edgeray submit PIPELINE.py     run a pipeline file as a Ray job and follow its logs
     edgeray run PIPELINE.py        run it here (RAY_ADDRESS, the fleet, or an embedded one)
+    edgeray models list [NAME]     the model registry (models, or one model's versions)
+    edgeray models show REF        one version's manifest (REF: NAME@VERSION or NAME@ALIAS)
+    edgeray models register NAME FILE [--metrics JSON] [--parent N] [--produced-by TEXT]
+    edgeray models alias NAME ALIAS VERSION
+    edgeray models rm REF          remove a version (refused while an alias points at it)
 
 ``down``, ``nodes``, ``env``, ``submit`` and ``run`` find the fleet by name (``--fleet``,
 default ``local``) in the state directory: ``--state-dir``, else ``$EDGERAY_STATE_DIR``, else
-``${XDG_STATE_HOME:-~/.local/state}/edgeray/<fleet>``.
+``${XDG_STATE_HOME:-~/.local/state}/edgeray/<fleet>``. ``models`` finds the registry with
+``--registry PATH_OR_URI``, else ``$EDGERAY_MODELS``, else ``~/.local/share/edgeray/models``.
 """
 
 from __future__ import annotations
@@ -85,7 +91,45 @@ def _parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run a pipeline file in this process", fleet=True)
     p.add_argument("pipeline")
     p.add_argument("--timeout", type=float, default=None, help="stop the run after N seconds")
+
+    _models_parser(sub)
     return ap
+
+
+def _models_parser(sub) -> None:
+    group = sub.add_parser(
+        "models", help="the model registry: list|show|register|alias|rm", description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )  # fmt: skip
+    msub = group.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry", help="registry path or URI (default: $EDGERAY_MODELS or "
+        "~/.local/share/edgeray/models)",
+    )  # fmt: skip
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = msub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = add("list", cmd_models_list, "models in the registry, or one model's versions")
+    p.add_argument("name", nargs="?", help="a model name: list its versions")
+    p = add("show", cmd_models_show, "one version's manifest")
+    p.add_argument("ref", help="NAME@VERSION or NAME@ALIAS, e.g. detector@stable")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p = add("register", cmd_models_register, "store an ONNX file as the next version of NAME")
+    p.add_argument("name")
+    p.add_argument("file", help="an .onnx file")
+    p.add_argument("--metrics", help="a JSON object of numbers, e.g. '{\"mAP\": 0.41}'")
+    p.add_argument("--parent", type=int, help="the version this one derives from")
+    p.add_argument("--produced-by", default="", help="what produced it (training run, round)")
+    p = add("alias", cmd_models_alias, "point NAME@ALIAS at VERSION")
+    p.add_argument("name")
+    p.add_argument("alias", help="e.g. stable, canary")
+    p.add_argument("version", type=int)
+    p = add("rm", cmd_models_rm, "remove a version (refused while an alias points at it)")
+    p.add_argument("ref", help="NAME@VERSION")
 
 
 # ---------------------------------------------------------------------------- fleet
@@ -312,6 +356,124 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_dir=getattr(args, "state_dir", None),
     )
     return EXIT_ERROR if summary.unplaceable else 0
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def _registry(args: argparse.Namespace):
+    from models.registry import Registry, default_root
+
+    return Registry(args.registry or default_root())
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    registry = _registry(args)
+    if args.name is None:
+        table = Table(title=f"models in {registry.root}")
+        for col in ("model", "versions", "latest", "aliases", "created"):
+            table.add_column(col)
+        for name in registry.names():
+            versions = registry.versions(name)
+            aliases = registry.aliases(name)
+            table.add_row(
+                name,
+                ", ".join(str(m.version) for m in versions),
+                str(versions[-1].version),
+                ", ".join(f"{a}->{v}" for a, v in sorted(aliases.items())),
+                versions[-1].created_at,
+            )
+    else:
+        aliases = registry.aliases(args.name)
+        table = Table(title=f"{args.name} in {registry.root}")
+        for col in ("version", "aliases", "sha256", "size", "inputs", "outputs", "metrics",
+                    "parent", "produced by", "created"):  # fmt: skip
+            table.add_column(col)
+        for m in registry.versions(args.name):
+            table.add_row(
+                str(m.version),
+                ", ".join(a for a, v in sorted(aliases.items()) if v == m.version),
+                m.sha256[:12],
+                _size(m.size),
+                "; ".join(t.describe() for t in m.inputs),
+                "; ".join(t.describe() for t in m.outputs),
+                ", ".join(f"{k}={v:g}" for k, v in sorted(m.metrics.items())),
+                "" if m.parent is None else str(m.parent),
+                m.produced_by,
+                m.created_at,
+            )
+    Console(width=200).print(table)
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    registry = _registry(args)
+    m = registry.resolve(args.ref)
+    if args.json:
+        print(m.to_json())
+        return 0
+    aliases = [a for a, v in sorted(registry.aliases(m.name).items()) if v == m.version]
+    table = Table(title=f"{m.ref} ({args.ref}) in {registry.root}", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    rows = [
+        ("name", m.name), ("version", str(m.version)), ("aliases", ", ".join(aliases)),
+        ("sha256", m.sha256), ("size", f"{_size(m.size)} ({m.size} bytes)"),
+        ("inputs", "; ".join(t.describe() for t in m.inputs)),
+        ("outputs", "; ".join(t.describe() for t in m.outputs)),
+        ("metrics", ", ".join(f"{k}={v:g}" for k, v in sorted(m.metrics.items()))),
+        ("parent", "" if m.parent is None else str(m.parent)),
+        ("produced by", m.produced_by), ("created", m.created_at),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+    return 0
+
+
+def cmd_models_register(args: argparse.Namespace) -> int:
+    import json
+
+    from models import RegistryError
+
+    metrics = None
+    if args.metrics:
+        try:
+            metrics = json.loads(args.metrics)
+        except json.JSONDecodeError as e:
+            metrics = e
+        if not isinstance(metrics, dict):
+            raise RegistryError(
+                f"--metrics {args.metrics!r} is not a JSON object ({metrics}); pass e.g. "
+                '--metrics \'{"mAP": 0.41, "latency_ms": 12.5}\''
+            )
+    m = _registry(args).register(
+        args.name, args.file, metrics=metrics, parent=args.parent, produced_by=args.produced_by
+    )
+    print(f"registered {m.ref} (sha256 {m.sha256[:12]}, {_size(m.size)})")
+    return 0
+
+
+def cmd_models_alias(args: argparse.Namespace) -> int:
+    _registry(args).alias(args.name, args.alias, args.version)
+    print(f"{args.name}@{args.alias} -> {args.name}@{args.version}")
+    return 0
+
+
+def cmd_models_rm(args: argparse.Namespace) -> int:
+    m = _registry(args).remove(args.ref)
+    print(f"removed {m.ref} (sha256 {m.sha256[:12]})")
+    return 0
+
+
+def _size(b: float) -> str:
+    return f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+from models import ModelResolver
 from operators import Context, Message, Outputs, Sink, Source
 from pipelines._graph import Pipeline
 from pipelines._host import DeadLetter, Host
@@ -132,6 +133,7 @@ class _LocalRunner:
         self.p, self.clock = p, clock
         self.event_now = 0
         self.hosts: dict[str, list[Host]] = {}
+        models = ModelResolver.at(p.models)  # touches nothing until a model is used
         for spec in p.specs.values():
             n = len(spec.replica_ids())
             ops = [spec.operator] + [copy.deepcopy(spec.operator) for _ in range(n - 1)]
@@ -139,7 +141,8 @@ class _LocalRunner:
                 Host(
                     _with_op(spec, op), i,
                     Context(pipeline=p.name, operator=spec.name, replica=i, clock=self.now,
-                            logger=logging.getLogger(f"edgeray.{p.name}.{spec.name}")),
+                            logger=logging.getLogger(f"edgeray.{p.name}.{spec.name}"),
+                            models=models),
                     wall=clock,
                 )
                 for i, op in enumerate(ops)
