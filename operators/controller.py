@@ -23,7 +23,7 @@ from operators._qos import QoS
 def rate_limit(current: float, target: float, *, max_rate: float, dt_s: float) -> float:
     """``target``, or as near to it as ``current`` can move in ``dt_s`` at ``max_rate``
     (units per second; inf: no limit)."""
-    step = max_rate * max(dt_s, 0.0)
+    step = max_rate * dt_s if dt_s > 0 else 0.0
     return min(max(target, current - step), current + step)
 
 

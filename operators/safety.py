@@ -184,7 +184,7 @@ class SafetyMonitor(Operator):
         self.started_ns: int | None = None
         self.prev_nearest = math.inf
         self.prev_ts: int | None = None
-        self.closing = math.nan
+        self.closing: float | None = None
         self.stale: tuple[str, ...] = ()
         self.ticks = 0
 
@@ -229,7 +229,7 @@ class SafetyMonitor(Operator):
         ts = message.event_ts
         self.closing = self._closing(found.nearest_m, ts, speed)
         self.prev_nearest, self.prev_ts = found.nearest_m, ts
-        closing = 0.0 if math.isnan(self.closing) else self.closing
+        closing = 0.0 if self.closing is None else self.closing
         t = ttc(found.nearest_m, closing)
         in_path = math.isfinite(found.nearest_m)
         out = [("safety", message.derive(self._payload("scan", found, closing, t)))]
@@ -242,20 +242,20 @@ class SafetyMonitor(Operator):
             out.append(("emergency", message.derive(payload, qos=QoS.EMERGENCY)))
         return out
 
-    def _closing(self, nearest: float, ts: int, speed: float) -> float:
-        """Smoothed closing speed of the nearest in-path obstacle (NaN until it is seen on
+    def _closing(self, nearest: float, ts: int, speed: float) -> float | None:
+        """Smoothed closing speed of the nearest in-path obstacle (None until it is seen on
         two successive scans; a nearest distance that jumps by more than ``max_jump_m``
         beyond what the closing speed explains is a different obstacle: start again)."""
         if not math.isfinite(nearest) or not math.isfinite(self.prev_nearest):
-            return math.nan
+            return None
         if self.prev_ts is None or ts <= self.prev_ts:
             return self.closing
         dt = (ts - self.prev_ts) / 1e9
         raw = (self.prev_nearest - nearest) / dt
-        expected = 0.0 if math.isnan(self.closing) else self.closing
+        expected = 0.0 if self.closing is None else self.closing
         if abs(raw - expected) * dt > self.max_jump_m + speed * dt:
-            return math.nan
-        if math.isnan(self.closing):
+            return None
+        if self.closing is None:
             return raw
         return self.smoothing * raw + (1.0 - self.smoothing) * self.closing
 

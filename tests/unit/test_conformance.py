@@ -248,6 +248,53 @@ def _detections_and_scans(env: Env) -> list[tuple[str, Message]]:
     return [camera[0], lidar[0], camera[1], camera[2], camera[3], lidar[1]]
 
 
+def _op(module: str, name: str) -> Operator:
+    """A default-configured operator from ``operators.<module>``."""
+    return getattr(importlib.import_module(f"operators.{module}"), name)()
+
+
+def _safety_feed(env: Env) -> list[tuple[str, Message]]:
+    """Ego at 15 m/s and an obstacle closing at 10 m/s (the last scans are an emergency)."""
+    out = [("ego", Message("gps", 0, 0, {"speed": 15.0, "yaw_rate": 0.0, "x": 1.0, "y": 2.0}))]
+    for i in range(4):
+        x = 25.0 - 1.0 * i
+        pts = np.array([[x, 0.0, 1.0, 0.5], [x, 0.4, 0.8, 0.5], [np.nan, 0, 0, 0]], np.float32)
+        out.append(("lidar", Message("velo", i, i * 100_000_000, {"points": pts})))
+    return out
+
+
+def _decision_feed(env: Env) -> list[tuple[str, Message]]:
+    safety = {"event": "scan", "nearest_m": 20.0, "closing_mps": 4.0, "in_path": True,
+              "stale": np.array([], "<U16")}  # fmt: skip
+    return [
+        ("lanes", Message("lanes", 0, 0, {"offset_m": 0.2, "heading_rad": 0.01})),
+        ("signs", Message("signs", 0, 0, {"classes": np.array([2]), "distances_m": [30.0]})),
+        ("safety", Message("safety", 0, 0, safety)),
+        ("ego", Message("gps", 0, 10_000_000, {"speed": 15.0})),
+        ("advisory", Message("v2v", 0, 20_000_000, {"target_speed_mps": 8.0, "hold_s": 5.0})),
+        ("emergency", Message("safety", 1, 30_000_000, {"ttc_s": 1.5})),
+        ("ego", Message("gps", 1, 40_000_000, {"speed": 14.0})),
+    ]
+
+
+def _controller_feed(env: Env) -> list[tuple[str, Message]]:
+    return [
+        ("decision", Message("d", i, i * 20_000_000, {"accel_mps2": -2.0 * i, "aeb": i == 2,
+                                                      "steer_rad": 0.01 * i, "reason": "r"}))
+        for i in range(3)
+    ]  # fmt: skip
+
+
+def _emergency_feed(env: Env) -> list[tuple[str, Message]]:
+    e = {"kind": "collision_imminent", "x": 1.0, "y": 2.0, "ttc_s": 1.2, "time_ns": 0}
+    other = {"kind": "collision_imminent", "vehicle": "car-2", "x": 50.0, "y": 2.0}
+    return [
+        ("ego", Message("gps", 0, 0, {"x": 1.0, "y": 2.0})),
+        ("emergency", Message("safety", 0, 0, e)),
+        ("v2v", Message("v2v", 0, 5, other)),
+    ]
+
+
 #: One entry per operator class name; a list gives several variants.
 EXAMPLES: dict[str, Example | list[Example]] = {
     "ListSource": Example(_list_source, polls=6),
@@ -260,6 +307,12 @@ EXAMPLES: dict[str, Example | list[Example]] = {
     "KittiSource": [Example(_kitti(synthetic=True), polls=3), Example(_kitti(synthetic=False))],
     "Recorder": Example(_recorder, feed=_messages),
     "Replay": Example(_replay, polls=3),
+    "SafetyMonitor": Example(lambda env: _op("safety", "SafetyMonitor"), feed=_safety_feed),
+    "DecisionMaker": Example(lambda env: _op("decision", "DecisionMaker"), feed=_decision_feed),
+    "Controller": Example(lambda env: _op("controller", "Controller"), feed=_controller_feed),
+    "EmergencyHandler": Example(
+        lambda env: _op("emergency", "EmergencyHandler"), feed=_emergency_feed
+    ),
     "VideoSource": [
         Example(_video(_clip, max_frames=4), polls=5),
         Example(
