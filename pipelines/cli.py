@@ -13,6 +13,7 @@
     edgeray models register NAME FILE [--metrics JSON] [--parent N] [--produced-by TEXT]
     edgeray models alias NAME ALIAS VERSION
     edgeray models rm REF          remove a version (refused while an alias points at it)
+    edgeray eval lanes DIR         lane pixel precision / recall / F1 (TuSimple-style folder)
 
 ``down``, ``nodes``, ``env``, ``submit`` and ``run`` find the fleet by name (``--fleet``,
 default ``local``) in the state directory: ``--state-dir``, else ``$EDGERAY_STATE_DIR``, else
@@ -93,7 +94,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="stop the run after N seconds")
 
     _models_parser(sub)
+    _eval_parser(sub)
     return ap
+
+
+def _eval_parser(sub) -> None:
+    group = sub.add_parser(
+        "eval", help="evaluate the pipeline's models on labelled data: lanes",
+        description="evaluate the pipeline's models on labelled data",
+    )  # fmt: skip
+    esub = group.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
+    p = esub.add_parser(
+        "lanes", help="lane pixel precision / recall / F1",
+        description="DIR/image/*.png with binary masks of the same name in "
+        "DIR/gt_binary_image/ (optional DIR/camera.json with K and T_cam_ego)",
+    )  # fmt: skip
+    p.add_argument("dir", help="the dataset folder")
+    p.add_argument("--tolerance", type=float, default=5.0,
+                   help="pixels: a detected pixel counts within this of a mask pixel")  # fmt: skip
+    p.set_defaults(func=cmd_eval_lanes)
+
+
+def cmd_eval_lanes(args: argparse.Namespace) -> int:
+    from pipelines.eval_lanes import evaluate_lanes, report
+
+    print(report(evaluate_lanes(args.dir, tolerance_px=args.tolerance)))
+    return 0
 
 
 def _models_parser(sub) -> None:
