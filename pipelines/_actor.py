@@ -96,7 +96,9 @@ class OperatorActor:
         self.routers = {
             e.dst: Router(pipeline.specs[e.dst]) for e in pipeline.out_edges(me.operator)
         }
-        self.eos_seen: set[tuple[str, str]] = set()  # (source replica, producer actor)
+        # (source replica, producer actor, edge): one end per link, so two edges from the same
+        # producer (e.g. its lidar and ego ports into one consumer) each count
+        self.eos_seen: set[tuple[str, str, str]] = set()
         self.done = asyncio.Event()
         self.stopping = False
         self.source_ended = asyncio.Event()
@@ -193,13 +195,13 @@ class OperatorActor:
     async def progress(self) -> int:
         return self.processed
 
-    async def eos_delivered_to(self, actor: str) -> list[tuple[str, str]]:
+    async def eos_delivered_to(self, actor: str) -> list[tuple[str, str, str]]:
         """Ends of stream this replica's links have delivered to ``actor`` (for its recovery)."""
         out = []
-        for links in self.links.values():
+        for edge, links in self.links.items():
             link = links.get(actor)
             if link is not None:
-                out += [(src, self.actor) for src in link.eos_delivered]
+                out += [(src, self.actor, edge) for src in link.eos_delivered]
         return out
 
     # -- called by producers --------------------------------------------------------
@@ -270,7 +272,7 @@ class OperatorActor:
             _, _, edge, port, item, sender, future = await self.inbox.get()
             try:
                 if isinstance(item, EndOfStream):
-                    status = await self._end_of(item.source, sender)
+                    status = await self._end_of(item.source, sender, edge)
                 else:
                     status, outputs = await self._process(edge, port, item)
                     if outputs:  # acknowledge once every output is settled downstream
@@ -357,10 +359,10 @@ class OperatorActor:
                 settled.append(await link.send(message))
         return settled
 
-    async def _end_of(self, source: str, sender: str) -> str:
+    async def _end_of(self, source: str, sender: str, edge: str) -> str:
         expected = self.plan.expected_eos.get(self.actor, {})
-        self.eos_seen.add((source, sender))
-        if sum(1 for s, _ in self.eos_seen if s == source) == expected.get(source, -1):
+        self.eos_seen.add((source, sender, edge))
+        if sum(1 for s, *_ in self.eos_seen if s == source) == expected.get(source, -1):
             self._forward_eos(source)
         self._check_done()
         return "delivered"
@@ -377,7 +379,7 @@ class OperatorActor:
             return
         expected = self.plan.expected_eos.get(self.actor, {})
         seen: dict[str, int] = {}
-        for s, _ in self.eos_seen:
+        for s, *_ in self.eos_seen:
             seen[s] = seen.get(s, 0) + 1
         subscribed = any(t.operator == self.spec.name for t in self.p.subscribes)
         ended = all(seen.get(s, 0) >= n for s, n in expected.items())
@@ -398,7 +400,7 @@ class OperatorActor:
             self.eos_seen.update(tuple(p) for p in pairs)
         expected = self.plan.expected_eos.get(self.actor, {})
         for source, n in expected.items():
-            if sum(1 for s, _ in self.eos_seen if s == source) == n:
+            if sum(1 for s, *_ in self.eos_seen if s == source) == n:
                 self._forward_eos(source)  # consumers count each producer's end once
         self._check_done()
 

@@ -1,0 +1,73 @@
+"""The shipped ``autonomous_driving`` pipeline without Ray: validation and a closed-loop drive.
+
+The operators never read ``truth``; this test does, to judge them (collision, gap).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from operators.driving import PinholeCamera
+from operators.recording import read_recording
+from pipelines import Node, ValidationError
+from pipelines.autonomous_driving import RECORDED, V2V_TOPIC, build
+from pipelines.testing import run_local
+
+#: Like cluster/fleets/local.toml: one CPU per node, the camera resource on the vehicle.
+FLEET = [
+    Node("vehicle-1", {"edge.node": "vehicle-1", "edge.role": "vehicle", "edge.zone": "north",
+                       "edge.sensor.camera": "true", "edge.sensor.lidar": "true"},
+         {"CPU": 1.0, "camera": 1.0}),
+    Node("rsu-1", {"edge.node": "rsu-1", "edge.role": "rsu", "edge.zone": "north",
+                   "edge.sensor.camera": "true"}, {"CPU": 1.0}),
+    Node("hub-1", {"edge.node": "hub-1", "edge.role": "hub", "edge.zone": "city"}, {"CPU": 1.0}),
+]  # fmt: skip
+#: A tiny camera at 1 Hz: nothing here looks at images, and rendering is the slow part.
+FAST = {"camera": PinholeCamera(width=64, height=36, focal=48.0), "camera_hz": 1.0}
+
+
+def test_validates_against_the_local_fleet_and_fits_its_nodes(tmp_path):
+    p = build(out_dir=tmp_path)
+    p.validate(FLEET)
+    on = {name: dict(s.placement.selector) for name, s in p.specs.items()}
+    vehicle = {"sim", "safety", "decide", "control", "v2v"}
+    assert {n for n, sel in on.items() if sel == {"edge.role": "vehicle"}} == vehicle
+    assert {n for n, sel in on.items() if sel == {"edge.role": "hub"}} == {*RECORDED, "camera_log"}
+    for name in set(on) - vehicle:  # recorders fall back to the vehicle
+        assert p.specs[name].placement.fallbacks == ({"edge.role": "vehicle"},)
+    for role in ("vehicle", "hub"):  # what lands on one node fits its one CPU
+        names = [n for n, sel in on.items() if sel["edge.role"] == role]
+        assert sum(p.specs[n].operator.resources.num_cpus for n in names) <= 1.0
+    (feedback,) = [e for e in p.edges if e.feedback]
+    assert (feedback.name, feedback.policy, feedback.window) == (
+        "control.control->sim.control", "latest-only", 1)  # fmt: skip
+    lidar = next(e for e in p.edges if e.name == "sim.lidar->safety.lidar")
+    assert lidar.deadline_ns is not None and lidar.deadline_ns > 0
+    assert [(t.topic, t.operator, t.port) for t in p.publishes] == [(V2V_TOPIC, "v2v", "broadcast")]
+    assert [(t.topic, t.operator, t.port) for t in p.subscribes] == [(V2V_TOPIC, "v2v", "v2v")]
+    assert p.specs["sim"].rate_hz == 30.0 and p.time == "event"
+    assert build(out_dir=tmp_path, realtime=False).specs["sim"].rate_hz is None
+
+
+def test_a_fleet_without_a_vehicle_is_rejected_naming_the_operator(tmp_path):
+    with pytest.raises(ValidationError, match="sim"):
+        build(out_dir=tmp_path).validate([n for n in FLEET if n.node_id != "vehicle-1"])
+
+
+def test_lead_emergency_brake_brakes_before_collision(tmp_path):
+    run = run_local(build(out_dir=tmp_path, realtime=False, **FAST))
+    assert not run.dead_letters, run.dead_letters[:3]
+    assert run.summary.stopped_by == "end-of-stream" and run.summary.identity_holds()
+    commands = [m for _, m in read_recording(tmp_path / "commands")]
+    ego = [m for _, m in read_recording(tmp_path / "ego_log")]
+    assert len(commands) == run.summary.sinks["commands"] > 0
+    assert len(ego) == run.summary.sinks["ego_log"] > 0
+    aeb = [m for m in commands if m.payload["reason"].startswith("AEB: ttc")]
+    assert aeb and max(m.payload["brake"] for m in aeb) > 0.9
+    assert not any(m.truth["collision"] for m in ego)
+    assert min(m.truth["gap"] for m in ego) > 0
+    # braking began while the lead was still ahead, and the ego ended slower than it started
+    braking = aeb[0].event_ts
+    assert min(m.truth["gap"] for m in ego if m.event_ts <= braking) > 2.0
+    assert ego[-1].truth["speed"] < ego[0].truth["speed"] - 5.0
+    assert run.summary.sinks["emergencies"] > 0 and run.summary.sinks["camera_log"] > 0
