@@ -40,7 +40,7 @@ from pipelines._channel import Link, Resequencer
 from pipelines._graph import Edge, Pipeline
 from pipelines._host import Host
 from pipelines._metrics import RayMetrics
-from pipelines._plan import make_plan, out_links, topic_actor_name
+from pipelines._plan import TOPIC_NAMESPACE, TOPIC_PREFIX, make_plan, out_links, topic_actor_name
 from pipelines._policies import too_old
 from pipelines._routing import Router
 
@@ -261,7 +261,8 @@ class OperatorActor:
     def _handle(self, name: str):
         handle = self.handles.get(name)
         if handle is None:
-            handle = self.handles[name] = ray.get_actor(name, namespace=self.config.namespace)
+            namespace = TOPIC_NAMESPACE if name.startswith(TOPIC_PREFIX) else self.config.namespace
+            handle = self.handles[name] = ray.get_actor(name, namespace=namespace)
         return handle
 
     async def _run(self, recover: bool) -> None:
@@ -289,7 +290,7 @@ class OperatorActor:
         self, edge_name: str, port: str, message: Message
     ) -> tuple[str, list[asyncio.Future]]:
         edge = self.edges.get(edge_name)
-        if self.role == "sink" and not self.host.first_time(message):
+        if self.role == "sink" and not self.host.first_time(port, message):
             return "duplicate", []
         self.event_now = max(self.event_now, message.event_ts)
         if edge is not None and too_old(message, edge.deadline_ns, self.now(),

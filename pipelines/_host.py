@@ -52,7 +52,7 @@ class Host:
         self.dead_letters: deque[DeadLetter] = deque(maxlen=DEAD_LETTERS_KEPT)
         self.dead_lettered = 0
         self.duplicates = 0
-        self.seen: set[tuple[str, int, int]] = set()
+        self.seen: set[tuple[str, str, int, int]] = set()  # (port, source, seq, part)
 
     @property
     def name(self) -> str:
@@ -101,12 +101,17 @@ class Host:
         default = f"{self.spec.name}@{self.ctx.node}"
         return [(p, replace(m, source=m.source or default, ingest_ts=ingest)) for p, m in outs]
 
-    def first_time(self, message: Message) -> bool:
-        """At a sink: ``False`` (and counted) when this ``(source, seq, part)`` was seen."""
-        if message.key in self.seen:
+    def first_time(self, port: str, message: Message) -> bool:
+        """At a sink: ``False`` (and counted) when ``(source, seq, part)`` was seen on ``port``.
+
+        Per input port: a command and the sensor reading it was derived from share a
+        key, and a sink recording both streams must keep both.
+        """
+        key = (port, *message.key)
+        if key in self.seen:
             self.duplicates += 1
             return False
-        self.seen.add(message.key)
+        self.seen.add(key)
         return True
 
     # -- contract checks ------------------------------------------------------------

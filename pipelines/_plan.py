@@ -31,8 +31,13 @@ def actor_name(pipeline: str, operator: str, replica: str) -> str:
     return f"{pipeline}/{operator}#{replica}"
 
 
+#: Ray namespace of topic brokers: one for the whole cluster, so pipelines started apart meet.
+TOPIC_NAMESPACE = "edgeray-topics"
+TOPIC_PREFIX = "edgeray/topic/"
+
+
 def topic_actor_name(topic: str) -> str:
-    return f"edgeray/topic/{topic}"
+    return f"{TOPIC_PREFIX}{topic}"
 
 
 @dataclass(frozen=True)

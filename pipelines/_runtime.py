@@ -28,7 +28,7 @@ from pipelines._actor import OperatorActor, RunConfig
 from pipelines._errors import RuntimeFailure
 from pipelines._graph import OperatorSpec, Pipeline
 from pipelines._placement import Node, Placement
-from pipelines._plan import make_plan, topic_actor_name
+from pipelines._plan import TOPIC_NAMESPACE, make_plan, topic_actor_name
 from pipelines._summary import EdgeAccount, RunSummary
 from pipelines._topics import TopicBroker
 
@@ -113,6 +113,7 @@ class Runtime:
         self.namespace = namespace or f"edgeray-{pipeline.name}-{uuid.uuid4().hex[:8]}"
         self.on_progress = on_progress
         self.actors: dict[str, Any] = {}
+        self.brokers: dict[str, Any] = {}
         self.unplaceable: list[str] = []
         self._stop = threading.Event()
         self._stopped_by = "end-of-stream"
@@ -166,6 +167,7 @@ class Runtime:
     def finish(self) -> RunSummary:
         """Drain, flush and stop every actor; collect the figures."""
         live = self._live()
+        self._unsubscribe_topics()
         try:
             finishing = [a.finish.remote() for a in live.values()]
             stats = ray.get(finishing, timeout=self.drain_timeout_s)
@@ -205,16 +207,28 @@ class Runtime:
         return placed
 
     def _subscribe_topics(self) -> None:
+        """Create (or find) each topic's broker and subscribe this run's inputs to it."""
         plan = make_plan(self.p)
+        self.brokers = {}
         for t in {t.topic for t in self.p.publishes} | {t.topic for t in self.p.subscribes}:
-            options = {"name": topic_actor_name(t), "namespace": self.namespace,
+            options = {"name": topic_actor_name(t), "namespace": TOPIC_NAMESPACE,
                        "get_if_exists": True, "lifetime": "detached", "num_cpus": 0}  # fmt: skip
-            broker = ray.remote(TopicBroker).options(**options).remote(t, self.namespace)
-            for sub in self.p.subscribes:
-                if sub.topic == t:
-                    actors = [r.actor for r in plan.replicas[sub.operator]]
-                    key = f"{self.p.name}/{sub.operator}.{sub.port}"
-                    ray.get(broker.subscribe.remote(key, actors, sub.port))
+            self.brokers[t] = ray.remote(TopicBroker).options(**options).remote(t)
+        for sub in self.p.subscribes:
+            actors = [r.actor for r in plan.replicas[sub.operator]]
+            subscribe = self.brokers[sub.topic].subscribe.remote
+            ray.get(subscribe(self._subscription(sub), actors, sub.port, self.namespace))
+
+    def _subscription(self, sub) -> str:
+        return f"{self.namespace}/{sub.operator}.{sub.port}"
+
+    def _unsubscribe_topics(self) -> None:
+        ray.get(
+            [
+                self.brokers[sub.topic].unsubscribe.remote(self._subscription(sub))
+                for sub in self.p.subscribes
+            ]
+        )
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until the run ends by end-of-stream, a stop, or ``timeout_s``."""

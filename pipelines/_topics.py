@@ -28,25 +28,29 @@ class TopicBroker:
     (a slow subscriber never stalls the publisher). Ends of stream stop here.
     """
 
-    def __init__(self, topic: str, namespace: str) -> None:
-        self.topic, self.namespace = topic, namespace
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
         self.subscriptions: dict[str, tuple[list[Link], count]] = {}
-        self.handles: dict[str, Any] = {}
+        self.handles: dict[tuple[str, str], Any] = {}
 
-    async def subscribe(self, key: str, actors: list[str], port: str, window: int = 8) -> None:
-        links = [self._link(actor, port, window) for actor in actors]
+    async def subscribe(
+        self, key: str, actors: list[str], port: str, namespace: str, window: int = 8
+    ) -> None:
+        """Feed ``port`` of ``actors`` (named in the subscriber's Ray ``namespace``)."""
+        links = [self._link(actor, port, namespace, window) for actor in actors]
         self.subscriptions[key] = (links, count())
 
     async def unsubscribe(self, key: str) -> None:
         self.subscriptions.pop(key, None)
 
-    def _link(self, actor: str, port: str, window: int) -> Link:
+    def _link(self, actor: str, port: str, namespace: str, window: int) -> Link:
         edge = Edge(f"topic:{self.topic}", "out", actor, port, policy="drop-oldest", window=window)
 
         async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
-            handle = self.handles.get(actor)
+            handle = self.handles.get((namespace, actor))
             if handle is None:
-                handle = self.handles[actor] = ray.get_actor(actor, namespace=self.namespace)
+                handle = ray.get_actor(actor, namespace=namespace)
+                self.handles[(namespace, actor)] = handle
             sender = f"topic:{self.topic}"
             return await handle.push.remote(edge.name, port, item, sender, seq, low)
 

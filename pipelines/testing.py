@@ -231,7 +231,7 @@ class _LocalRunner:
             _, _, edge, replica, message = heapq.heappop(self.queue)
             host = self.hosts[edge.dst][replica]
             account = self.accounts[edge.name]
-            if host.spec.role == "sink" and not host.first_time(message):
+            if host.spec.role == "sink" and not host.first_time(edge.dst_port, message):
                 account["delivered"] += 1  # delivered, then discarded as a duplicate
                 account["duplicates"] += 1
                 continue

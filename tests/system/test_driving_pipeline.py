@@ -16,7 +16,7 @@ import ray
 
 from operators.driving import PinholeCamera
 from operators.recording import read_recording
-from pipelines._plan import topic_actor_name
+from pipelines._plan import TOPIC_NAMESPACE, topic_actor_name
 from pipelines._runtime import Runtime
 from pipelines.autonomous_driving import RECORDED, V2V_TOPIC, build
 
@@ -36,9 +36,9 @@ def test_driving_pipeline_brakes_for_the_lead_on_the_fleet(ray_cluster, tmp_path
     runtime = Runtime(p)
     try:
         summary = runtime.run(timeout_s=120)
-    finally:  # the topic's broker is detached: remove it with the run's namespace
+    finally:  # the topic's broker is detached and shared: remove it after the test
         with contextlib.suppress(ValueError):  # never created: deploy failed before it
-            ray.kill(ray.get_actor(topic_actor_name(V2V_TOPIC), namespace=runtime.namespace))
+            ray.kill(ray.get_actor(topic_actor_name(V2V_TOPIC), namespace=TOPIC_NAMESPACE))
 
     roles = {name.split("/")[1].split("#")[0]: info["labels"]["edge.role"]
              for name, info in runtime.placed.items()}  # fmt: skip

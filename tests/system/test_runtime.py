@@ -12,6 +12,7 @@ import ray
 
 from operators import Message, Operator, QoS, Resources, Source
 from pipelines import Pipeline
+from pipelines._plan import TOPIC_NAMESPACE
 from pipelines._runtime import Runtime
 from pipelines.testing import ListSink, ListSource
 
@@ -254,7 +255,7 @@ def test_topic_between_two_pipelines(ray_cluster):
     sub = Pipeline("listener")
     sub.sink("inbox", ListSink(), placement={"edge.role": "hub"})
     sub.subscribe("v2v/emergency", "inbox")
-    listener = Runtime(sub, namespace="topics")
+    listener = Runtime(sub)  # each run in its own namespace: topics still connect them
     listener.deploy()
     listener.start()
 
@@ -264,8 +265,8 @@ def test_topic_between_two_pipelines(ray_cluster):
     pub.connect("src", "alert")
     pub.publish("alert.out", "v2v/emergency")
     sink = listener.actors["listener/inbox#0"]
-    Runtime(pub, namespace="topics").run(timeout_s=60)
-    broker = ray.get_actor("edgeray/topic/v2v/emergency", namespace="topics")
+    Runtime(pub).run(timeout_s=60)
+    broker = ray.get_actor("edgeray/topic/v2v/emergency", namespace=TOPIC_NAMESPACE)
     _wait_progress(sink, 10, lambda: ray.get(broker.accounts.remote()))
     listener.stop()
     listener.wait(timeout_s=30)

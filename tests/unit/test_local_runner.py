@@ -880,3 +880,24 @@ def test_run_local_validates_first():
     # execute / assert
     with pytest.raises(Exception, match=r"no operator 'nowhere' in the pipeline"):
         run_local(p)
+
+
+def test_sink_keeps_same_keyed_messages_arriving_on_different_ports():
+    # prepare: a command derived from a reading shares its key; a sink records both streams
+    class Both(ListSink):
+        inputs = ("readings", "commands")
+
+    p = Pipeline("two-streams")
+    p.source("src", ListSource([{"x": i} for i in range(3)]), rate_hz=10)
+    p.operator("cmd", Relay())
+    p.sink("log", Both())
+    p.connect("src", "cmd")
+    p.connect("src", "log.readings")
+    p.connect("cmd", "log.commands")
+
+    # execute
+    run = run_local(p)
+
+    # assert: nothing discarded as a duplicate, each key recorded once per port
+    assert len(run.sink("log")) == 6
+    assert run.summary.edges["cmd.out->log.commands"].duplicates == 0
