@@ -90,7 +90,8 @@ class Behaviour:
     limits; ``aeb_decel_mps2``: emergency braking; ``aeb_hold_s``: AEB stays on this long
     after the last emergency; ``stale_decel_mps2``: gentle stop while the lidar is stale;
     ``fresh_s``: safety / lane data older than this is ignored; ``stop_hold_s``: how long
-    to stand at a stop sign; ``stop_margin_m``: stop this far before the sign.
+    to stand at a stop sign; ``stop_margin_m``: stop this far before the sign;
+    ``min_lane_confidence``: lane estimates below it are ignored.
     """
 
     set_speed_mps: float | None = None
@@ -104,6 +105,7 @@ class Behaviour:
     fresh_s: float = 0.35
     stop_hold_s: float = 2.0
     stop_margin_m: float = 2.0
+    min_lane_confidence: float = 0.5
 
 
 class DecisionMaker(Operator):
@@ -115,8 +117,10 @@ class DecisionMaker(Operator):
       ``in_path``, ``stale``) for following and stale-sensor handling.
       ``emergency``: ``SafetyMonitor`` emergencies; each triggers emergency braking (AEB)
       at once, held ``aeb_hold_s`` past the last one.
-      ``lanes``: ``{"offset_m", "heading_rad"[, "curvature"]}`` (positive left); lane
-      keeping steers only while these are fresh, else no ``steer`` is decided.
+      ``lanes``: ``{"offset_m", "heading_rad"[, "curvature_1pm", "confidence"]}``
+      (positive left; what ``LaneDetector(geometry=True)`` emits); lane keeping steers
+      only while a lane estimate is fresh, else no ``steer`` is decided. An estimate
+      with non-finite values or ``confidence`` below ``min_lane_confidence`` is ignored.
       ``signs``: ``{"classes": int array (GTSRB)[, "distances_m": float array]}``: speed
       limits cap the cruise speed; a stop sign stops the car ``stop_margin_m`` before it
       (at a comfortable deceleration when its distance is unknown), holds
@@ -188,9 +192,9 @@ class DecisionMaker(Operator):
             s["aeb_ttc"] = float(p.get("ttc_s", math.nan))
             return [("decision", self._decide(message))]
         if port == "lanes":
-            s["lanes"] = {"offset": float(p["offset_m"]), "heading": float(p["heading_rad"]),
-                          "curvature": float(p.get("curvature", 0.0))}  # fmt: skip
-            s["lanes_ts"] = ts
+            lanes = _lane_estimate(p, self.behaviour.min_lane_confidence)
+            if lanes is not None:  # an unseen lane is no reason to steer: keep the last one
+                s["lanes"], s["lanes_ts"] = lanes, ts
             return ()
         if port == "signs":
             self._signs(p, ts)
@@ -300,3 +304,16 @@ class DecisionMaker(Operator):
         room = max(stop["left"] - b.stop_margin_m, 0.05)
         need = v * v / (2 * room)
         return -min(max(need, 0.0), b.aeb_decel_mps2), f"stop sign in {stop['left']:.1f} m"
+
+
+def _lane_estimate(payload: Any, min_confidence: float) -> dict[str, float] | None:
+    """Offset, heading and curvature from a lane message, or ``None`` when it is not usable."""
+    lanes = {
+        "offset": float(payload["offset_m"]),
+        "heading": float(payload["heading_rad"]),
+        "curvature": float(payload.get("curvature_1pm", 0.0)),
+    }
+    confidence = float(payload.get("confidence", 1.0))
+    if confidence < min_confidence or not all(math.isfinite(v) for v in lanes.values()):
+        return None
+    return lanes

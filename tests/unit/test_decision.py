@@ -67,6 +67,24 @@ def test_lanes_input_turns_on_lane_keeping_and_stale_lanes_turn_it_off():
     assert math.isnan(later.payload["steer_rad"])
 
 
+def test_lane_keeping_takes_the_lane_detectors_output_and_ignores_unseen_lanes():
+    # prepare: what LaneDetector(geometry=True) emits, then a frame where no lane was seen
+    dm = DecisionMaker()
+    seen = {"offset_m": -0.4, "heading_rad": 0.0, "curvature_1pm": 0.01, "confidence": 0.9}
+    unseen = {"offset_m": math.nan, "heading_rad": math.nan, "curvature_1pm": math.nan,
+              "confidence": 0.0}  # fmt: skip
+    list(dm.process("lanes", Message("l", 0, 0, seen)))
+    list(dm.process("lanes", Message("l", 1, 5 * MS, unseen)))
+
+    # execute
+    [(_, decision)] = dm.process("ego", _ego(10 * MS, 15.0))
+
+    # assert: steers on the last usable estimate (right of centre, left curve: steer left)
+    expected = lane_keep_steer(-0.4, 0.0, curvature=0.01, speed_mps=15.0)
+    assert decision.payload["steer_rad"] == pytest.approx(expected)
+    assert decision.payload["steer_rad"] > 0
+
+
 def test_speed_limit_sign_caps_the_cruise_speed():
     # prepare
     dm = DecisionMaker()
