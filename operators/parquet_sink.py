@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 
 from operators._arrow import messages_to_table, table_to_messages
 from operators._errors import OperatorError
+from operators._files import next_free_index, output_directory, replica_prefix
 from operators._message import Message
 from operators._operator import Context, Outputs, Sink
 
@@ -81,17 +81,9 @@ class ParquetSink(Sink):
         self._ready = False
 
     def setup(self, ctx: Context) -> None:
-        self.prefix = f"{_safe(ctx.operator)}-{_safe(str(ctx.replica))}"
-        path = pathlib.Path(self.directory)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OperatorError(
-                f"cannot create the output directory {self.directory!r} ({err}); "
-                "pass a directory the sink's process can write to",
-                operator=ctx.operator,
-            ) from err
-        self.next_index = max(self.next_index, _next_free_index(path, self.prefix))
+        self.prefix = replica_prefix(ctx.operator, ctx.replica)
+        path = output_directory(self.directory, operator=ctx.operator, what="output directory")
+        self.next_index = max(self.next_index, next_free_index(path, self.prefix, SUFFIX))
         self._ready = True
 
     def process(self, port: str, message: Message) -> Outputs:
@@ -148,14 +140,3 @@ def read_parquet_dir(path: str | os.PathLike[str]) -> list[Message]:
             "wrote to"
         )
     return [m for f in files for m in table_to_messages(pq.read_table(f))]
-
-
-def _safe(name: str) -> str:
-    """A name fit for a file name (anything but letters, digits, ``._-`` becomes ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
-def _next_free_index(directory: pathlib.Path, prefix: str) -> int:
-    pattern = re.compile(rf"{re.escape(prefix)}-(\d+){re.escape(SUFFIX)}")
-    found = [int(m.group(1)) for p in directory.iterdir() if (m := pattern.fullmatch(p.name))]
-    return max(found, default=-1) + 1

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -44,6 +43,7 @@ import pyarrow.parquet as pq
 
 from operators._arrow import messages_to_table, table_to_messages
 from operators._errors import OperatorError
+from operators._files import next_free_index, output_directory, replica_prefix
 from operators._message import Message
 from operators._operator import Context, Outputs, Sink, Source
 
@@ -123,16 +123,10 @@ class Recorder(Sink):
         return {**self.__dict__, "_file": None, "_writer": None, "_schema": None}
 
     def setup(self, ctx: Context) -> None:
-        self.prefix = f"{_safe(ctx.operator)}-{_safe(str(ctx.replica))}"
-        try:
-            pathlib.Path(self.directory).mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OperatorError(
-                f"cannot create the recording directory {self.directory!r} ({err}); "
-                "pass a directory the recorder's process can write to",
-                operator=ctx.operator,
-            ) from err
-        self.next_index = max(self.next_index, self._next_free_index())
+        self.prefix = replica_prefix(ctx.operator, ctx.replica)
+        path = output_directory(self.directory, operator=ctx.operator, what="recording directory")
+        suffix = PARQUET_SUFFIX if self.format == "parquet" else IPC_SUFFIX
+        self.next_index = max(self.next_index, next_free_index(path, self.prefix, suffix))
         self._ready = True
 
     def process(self, port: str, message: Message) -> Outputs:
@@ -216,13 +210,6 @@ class Recorder(Sink):
             self._writer.close()
             self._file.close()
         self._writer = self._file = None
-
-    def _next_free_index(self) -> int:
-        suffix = PARQUET_SUFFIX if self.format == "parquet" else IPC_SUFFIX
-        pattern = re.compile(rf"{re.escape(self.prefix)}-(\d+){re.escape(suffix)}")
-        names = (p.name for p in pathlib.Path(self.directory).iterdir())
-        found = [int(m.group(1)) for n in names if (m := pattern.fullmatch(n))]
-        return max(found, default=-1) + 1
 
 
 class Replay(Source):
@@ -452,11 +439,6 @@ def _union(old: pa.Schema | None, new: pa.Schema) -> pa.Schema:
             fields.append(f)
     fields += [g for g in new if g.name not in old.names]
     return pa.schema(fields)
-
-
-def _safe(name: str) -> str:
-    """A name fit for a file name (anything but letters, digits, ``._-`` becomes ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def write_recording(
