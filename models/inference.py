@@ -93,6 +93,18 @@ def providers_for_this_machine(
 
 
 # -- sessions -------------------------------------------------------------------------------------
+def model_file(path: str | os.PathLike) -> pathlib.Path:
+    """``path`` as a file that exists, else ``NotAnOnnxModel`` naming it and how to fix it."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise NotAnOnnxModel(
+            f"model file {str(file)!r} does not exist (or is not a file); pass the path of an "
+            "ONNX model (e.g. .../detector-yolox-nano/yolox_nano.onnx)",
+            path=file,
+        )
+    return file
+
+
 def open_session(
     path: str | os.PathLike,
     *,
@@ -108,13 +120,7 @@ def open_session(
     """
     import onnxruntime
 
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise NotAnOnnxModel(
-            f"model file {str(file)!r} does not exist (or is not a file); pass the path of an "
-            "ONNX model (e.g. .../detector-yolox-nano/yolox_nano.onnx)",
-            path=file,
-        )
+    file = model_file(path)
     if intra_op_threads < 1:
         raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
     options = onnxruntime.SessionOptions()

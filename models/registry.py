@@ -54,7 +54,7 @@ from models._errors import (
     NotAnOnnxModel,
     RegistryError,
 )
-from models.inference import _ORT_DTYPES
+from models.inference import _ORT_DTYPES, model_file
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -351,13 +351,7 @@ class Registry:
         if isinstance(model, bytes | bytearray):
             data, source = bytes(model), f"the bytes given for model {name!r}"
         else:
-            file = pathlib.Path(model)
-            if not file.is_file():
-                raise NotAnOnnxModel(
-                    f"model file {str(file)!r} does not exist (or is not a file); pass the path "
-                    "of an ONNX model to register",
-                    path=file,
-                )
+            file = model_file(model)
             data, source = file.read_bytes(), f"model file {str(file)!r}"
         inputs, outputs = inspect_onnx(data, source=source)
         clean_metrics = _metrics(metrics, name=name)
