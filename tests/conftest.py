@@ -21,3 +21,14 @@ def requires_data() -> Callable[..., pathlib.Path]:
             pytest.skip(f"test data missing: {err}")
 
     return find
+
+
+@pytest.fixture
+def one_opencv_thread():
+    """OpenCV pinned to one thread for the test (use with ``pytest.mark.usefixtures``)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(before)

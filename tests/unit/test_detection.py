@@ -28,12 +28,7 @@ KITTI_TO_COCO = {"Car": {CAR}, "Van": {CAR}, "Pedestrian": {PERSON}, "Cyclist": 
 KITTI_IGNORED = {"Truck", "Tram", "Misc", "DontCare", "Person_sitting"}
 
 
-@pytest.fixture(autouse=True)
-def one_opencv_thread():
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(before)
+pytestmark = pytest.mark.usefixtures("one_opencv_thread")
 
 
 @pytest.fixture

@@ -18,12 +18,7 @@ CALIB = Calibration.simple(focal=700.0, cx=600.0, cy=180.0)
 BOX = np.array([[590, 170, 610, 190]], np.float32)  # around the image point of (x, 0, 0)
 
 
-@pytest.fixture(autouse=True)
-def one_opencv_thread():
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(before)
+pytestmark = pytest.mark.usefixtures("one_opencv_thread")
 
 
 @pytest.fixture
