@@ -12,6 +12,8 @@ Three comparisons, each against a peer measured in the same run:
 - ``pipelining_speedup``: 4 CPU-bound stages (~10 ms of single-threaded OpenCV
   each) as an edgeray pipeline over the same four functions called one after the
   other in one process. Target >= 1.6 on 2 cores.
+- ``stage_cpu_ms_per_frame_ratio``: CPU time (from ``/proc``) one pass-through stage
+  spends per frame in the throughput run, edgeray over raw Ray: what a hop costs.
 
 Run: ``python -m bench.overhead`` (``--quick`` for a run under a minute). The
 last line printed is one JSON object; a full run writes it to
@@ -119,7 +121,24 @@ def calibrate(target_ms: float = 10.0) -> int:
 
 
 # -- edgeray arms -----------------------------------------------------------------------
-def edgeray_chain(ops: list[Operator], frames: int, rate_hz: float | None) -> tuple[float, float]:
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """CPU time (user + system) each process has used so far, from ``/proc`` (Linux)."""
+    out = []
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def stage_cpu_ms(before: list[float], after: list[float], frames: int) -> float:
+    """Mean CPU milliseconds one pass-through stage spent per frame."""
+    return statistics.mean(b - a for a, b in zip(before, after, strict=True)) / frames * 1e3
+
+
+def edgeray_chain(
+    ops: list[Operator], frames: int, rate_hz: float | None
+) -> tuple[float, float, float]:
+    """(p50 latency ms, frames/s, CPU ms per frame of one stage) of the chain on edgeray."""
     p = Pipeline(f"bench-{time.monotonic_ns()}")
     p.source("cam", Frames(frames), rate_hz=rate_hz)
     prev = "cam"
@@ -131,10 +150,13 @@ def edgeray_chain(ops: list[Operator], frames: int, rate_hz: float | None) -> tu
     p.connect(prev, "out", window=WINDOW)
     runtime = Runtime(p)
     runtime.deploy()
+    pids = [runtime.placed[f"{p.name}/s{i}#0"]["pid"] for i in range(len(ops))]
+    before = cpu_seconds(pids)
     runtime.start()
     runtime.wait(timeout_s=240)
+    cpu = stage_cpu_ms(before, cpu_seconds(pids), frames)
     summary = runtime.finish()
-    return summary.latency_percentile(50), summary.fps
+    return summary.latency_percentile(50), summary.fps, cpu
 
 
 # -- raw Ray arm ------------------------------------------------------------------------
@@ -144,6 +166,9 @@ class RawStage:
 
     def __init__(self, nxt) -> None:
         self.next = nxt[0] if nxt else None
+
+    def pid(self) -> int:
+        return os.getpid()
 
     async def push(self, boxed, ingest_ns: int) -> float:
         frame = await boxed[0]
@@ -179,15 +204,19 @@ class RawSource:
         return latencies, time.perf_counter() - start
 
 
-def raw_chain(frames: int, rate_hz: float | None) -> tuple[float, float]:
+def raw_chain(frames: int, rate_hz: float | None) -> tuple[float, float, float]:
+    """(p50 latency ms, frames/s, CPU ms per frame of one stage) of the chain on raw Ray."""
     actors = []
-    for _ in range(STAGES + 1):  # 4 pass-through stages and a sink, as in the edgeray chain
+    for _ in range(STAGES + 1):  # a sink and 4 pass-through stages, as in the edgeray chain
         actors.append(RawStage.remote([actors[-1]] if actors else None))
+    pids = ray.get([a.pid.remote() for a in actors[1:]])  # the pass-through stages
     actors.append(RawSource.remote([actors[-1]]))
+    before = cpu_seconds(pids)
     latencies, elapsed = ray.get(actors[-1].run.remote(frames, rate_hz))
+    cpu = stage_cpu_ms(before, cpu_seconds(pids), frames)
     for actor in actors:
         ray.kill(actor)
-    return statistics.median(latencies), frames / elapsed
+    return statistics.median(latencies), frames / elapsed, cpu
 
 
 def sequential(frames: int, repeats: int) -> float:
@@ -212,14 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
         raw_chain(10, None)
         edgeray_chain([Pass() for _ in range(STAGES)], 10, None)
         rate = 30.0
-        e_lat, _ = edgeray_chain([Pass() for _ in range(STAGES)], frames // 2, rate)
-        r_lat, _ = raw_chain(frames // 2, rate)
-        _, e_fps = edgeray_chain([Pass() for _ in range(STAGES)], frames, None)
-        _, r_fps = raw_chain(frames, None)
+        e_lat, _, _ = edgeray_chain([Pass() for _ in range(STAGES)], frames // 2, rate)
+        r_lat, _, _ = raw_chain(frames // 2, rate)
+        _, e_fps, e_cpu = edgeray_chain([Pass() for _ in range(STAGES)], frames, None)
+        _, r_fps, r_cpu = raw_chain(frames, None)
         repeats = calibrate()
         cpu_frames = frames // 4
         seq_fps = sequential(cpu_frames, repeats)
-        _, pipe_fps = edgeray_chain([Work(repeats) for _ in range(STAGES)], cpu_frames, None)
+        _, pipe_fps, _ = edgeray_chain([Work(repeats) for _ in range(STAGES)], cpu_frames, None)
     finally:
         ray.shutdown()
     figures = {
@@ -231,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict:
         "latency_rate_hz": rate,
         "edgeray_fps": round(e_fps, 1),
         "raw_ray_fps": round(r_fps, 1),
+        "stage_cpu_ms_per_frame_ratio": round(e_cpu / r_cpu, 3),
+        "edgeray_stage_cpu_ms_per_frame": round(e_cpu, 2),
+        "raw_ray_stage_cpu_ms_per_frame": round(r_cpu, 2),
         "pipelined_fps": round(pipe_fps, 1),
         "sequential_fps": round(seq_fps, 1),
         "stage_repeats": repeats,
