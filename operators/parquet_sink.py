@@ -27,14 +27,14 @@ import pyarrow.parquet as pq
 
 from operators._arrow import messages_to_table, table_to_messages
 from operators._errors import OperatorError
-from operators._files import next_free_index, output_directory, replica_prefix
+from operators._files import FileSink, write_parquet_atomically
 from operators._message import Message
-from operators._operator import Context, Outputs, Sink
+from operators._operator import Outputs
 
 SUFFIX = ".parquet"
 
 
-class ParquetSink(Sink):
+class ParquetSink(FileSink):
     """Buffers messages and writes them as Parquet files into a directory.
 
     Inputs:
@@ -69,62 +69,27 @@ class ParquetSink(Sink):
     ) -> None:
         if rows_per_file < 1:
             raise OperatorError(f"rows_per_file={rows_per_file}; use 1 or more")
-        self.directory = os.fspath(directory)
         self.rows_per_file = rows_per_file
         self.drop_fields = tuple(drop_fields)
         self.compression = compression
-        self.prefix = "sink-0"
-        self.next_index = 0
-        self.rows_written = 0
-        self.files: list[str] = []
-        self._buffer: list[Message] = []
-        self._ready = False
+        self._init_files(directory, batch_rows=rows_per_file)
 
-    def setup(self, ctx: Context) -> None:
-        self.prefix = replica_prefix(ctx.operator, ctx.replica)
-        path = output_directory(self.directory, operator=ctx.operator, what="output directory")
-        self.next_index = max(self.next_index, next_free_index(path, self.prefix, SUFFIX))
-        self._ready = True
+    def _suffix(self) -> str:
+        return SUFFIX
 
     def process(self, port: str, message: Message) -> Outputs:
         if self.drop_fields and any(f in message.payload for f in self.drop_fields):
             kept = {k: v for k, v in message.payload.items() if k not in self.drop_fields}
             message = replace(message, payload=kept)
-        self._buffer.append(message)
-        if len(self._buffer) >= self.rows_per_file:
-            self.flush()
+        self._add(message)
         return ()
 
-    def flush(self) -> None:
-        """Write everything buffered as one file (nothing when the buffer is empty)."""
-        if not self._buffer:
-            return
-        if not self._ready:
-            raise OperatorError(
-                f"flush() before setup(ctx): {len(self._buffer)} messages are buffered but the "
-                "output directory is not set up; call setup(ctx) first"
-            )
-        table = messages_to_table(self._buffer)
-        name = f"{self.prefix}-{self.next_index:06d}{SUFFIX}"
-        final = pathlib.Path(self.directory) / name
-        partial = final.with_name(f".{name}.partial")
-        pq.write_table(table, partial, compression=self.compression)
-        os.replace(partial, final)
-        self.next_index += 1
-        self.rows_written += len(self._buffer)
-        self.files.append(str(final))
-        self._buffer = []
-
-    def snapshot(self) -> dict[str, int]:
-        self.flush()
-        return {"next_index": self.next_index, "rows_written": self.rows_written}
-
-    def restore(self, state: dict[str, int]) -> None:
-        self.next_index = max(self.next_index, int(state["next_index"]))
-        self.rows_written = int(state["rows_written"])
-
-    def teardown(self) -> None:
-        self.flush()
+    def _write(self, batch: list[Message]) -> None:
+        """One file per batch."""
+        table = messages_to_table(batch)
+        path = self._next_file()
+        write_parquet_atomically(table, path, compression=self.compression)
+        self.files.append(str(path))
 
 
 def read_parquet_dir(path: str | os.PathLike[str]) -> list[Message]:

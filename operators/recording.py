@@ -43,9 +43,9 @@ import pyarrow.parquet as pq
 
 from operators._arrow import messages_to_table, table_to_messages
 from operators._errors import OperatorError
-from operators._files import next_free_index, output_directory, replica_prefix
+from operators._files import FileSink, write_parquet_atomically
 from operators._message import Message
-from operators._operator import Context, Outputs, Sink, Source
+from operators._operator import Context, Outputs, Source
 
 IPC_SUFFIX = ".arrows"
 PARQUET_SUFFIX = ".parquet"
@@ -58,7 +58,7 @@ PORT_COLUMN = "port"
 DEFAULT_PORT = "out"
 
 
-class Recorder(Sink):
+class Recorder(FileSink):
     """Records every message it receives, with its input port, to Arrow IPC or Parquet.
 
     Inputs:
@@ -88,6 +88,7 @@ class Recorder(Sink):
     A file cut short by a crash loses at most the batch being written.
     """
 
+    what = "recording directory"
     inputs = ("in",)
 
     def __init__(
@@ -105,65 +106,25 @@ class Recorder(Sink):
         if not ports or len(set(ports)) != len(ports):
             raise OperatorError(f"ports={tuple(ports)!r}; name one or more distinct input ports")
         self.inputs = tuple(ports)
-        self.directory = os.fspath(directory)
-        self.batch_rows = batch_rows
         self.format = format
-        self.prefix = "recorder-0"
-        self.next_index = 0  # the index the next file (segment) takes
-        self.rows_written = 0
-        self.files: list[str] = []
-        self._buffer: list[tuple[str, Message]] = []
+        self._init_files(directory, batch_rows=batch_rows)
         self._schema: pa.Schema | None = None
         self._file: Any = None
         self._writer: Any = None
-        self._ready = False
 
     def __getstate__(self) -> dict[str, Any]:
         # An open file cannot be pickled; a copy starts a new segment.
         return {**self.__dict__, "_file": None, "_writer": None, "_schema": None}
 
-    def setup(self, ctx: Context) -> None:
-        self.prefix = replica_prefix(ctx.operator, ctx.replica)
-        path = output_directory(self.directory, operator=ctx.operator, what="recording directory")
-        suffix = PARQUET_SUFFIX if self.format == "parquet" else IPC_SUFFIX
-        self.next_index = max(self.next_index, next_free_index(path, self.prefix, suffix))
-        self._ready = True
+    def _suffix(self) -> str:
+        return PARQUET_SUFFIX if self.format == "parquet" else IPC_SUFFIX
 
     def process(self, port: str, message: Message) -> Outputs:
-        self._buffer.append((port, message))
-        if len(self._buffer) >= self.batch_rows:
-            self.flush()
+        self._add((port, message))
         return ()
 
-    def flush(self) -> None:
-        """Write everything buffered as one batch (nothing when the buffer is empty)."""
-        if not self._buffer:
-            return
-        if not self._ready:
-            raise OperatorError(
-                f"flush() before setup(ctx): {len(self._buffer)} messages are buffered but the "
-                "recording directory is not set up; call setup(ctx) first"
-            )
-        table = messages_to_table(m for _, m in self._buffer)
-        ports = pa.array([p for p, _ in self._buffer], pa.string())
-        table = table.add_column(0, PORT_COLUMN, ports)
-        if self.format == "parquet":
-            self._write_parquet(table)
-        else:
-            self._write_ipc(table)
-        self.rows_written += len(self._buffer)
-        self._buffer = []
-
-    def snapshot(self) -> dict[str, int]:
-        self.flush()
-        return {"next_index": self.next_index, "rows_written": self.rows_written}
-
-    def restore(self, state: dict[str, int]) -> None:
-        self.next_index = max(self.next_index, int(state["next_index"]))
-        self.rows_written = int(state["rows_written"])
-
     def teardown(self) -> None:
-        self.flush()
+        super().teardown()
         self._close()
 
     # -- internals ----------------------------------------------------------------------------
@@ -180,10 +141,20 @@ class Recorder(Sink):
         self._writer.write_table(fitted)
         self._file.flush()
 
+    def _write(self, batch: list[tuple[str, Message]]) -> None:
+        table = messages_to_table(m for _, m in batch)
+        table = table.add_column(0, PORT_COLUMN, pa.array([p for p, _ in batch], pa.string()))
+        if self.format == "parquet":
+            path = self._next_file()
+            table = table.replace_schema_metadata(self._metadata())
+            write_parquet_atomically(table, path, compression="zstd")
+            self.files.append(str(path))
+        else:
+            self._write_ipc(table)
+
     def _open_segment(self) -> None:
         while True:
-            path = pathlib.Path(self.directory) / f"{self.prefix}-{self.next_index:06d}{IPC_SUFFIX}"
-            self.next_index += 1
+            path = self._next_file()
             try:
                 self._file = open(path, "xb")  # noqa: SIM115 (closed in _close)
                 break
@@ -191,19 +162,6 @@ class Recorder(Sink):
                 continue  # another instance of this replica wrote it: never overwrite
         self._writer = pa.ipc.new_stream(self._file, self._schema)
         self.files.append(str(path))
-
-    def _write_parquet(self, table: pa.Table) -> None:
-        table = table.replace_schema_metadata(self._metadata())
-        while True:
-            name = f"{self.prefix}-{self.next_index:06d}{PARQUET_SUFFIX}"
-            final = pathlib.Path(self.directory) / name
-            self.next_index += 1
-            if not final.exists():
-                break
-        partial = final.with_name(f".{name}.partial")
-        pq.write_table(table, partial, compression="zstd")
-        os.replace(partial, final)
-        self.files.append(str(final))
 
     def _close(self) -> None:
         if self._writer is not None:
