@@ -296,9 +296,38 @@ def _emergency_feed(env: Env) -> list[tuple[str, Message]]:
 
 
 #: One entry per operator class name; a list gives several variants.
+def _annotator(env: Env) -> Operator:
+    from operators.annotate import Annotator
+
+    return Annotator(class_names=("vehicle", "pedestrian", "sign"))
+
+
+def _annotator_feed(env: Env) -> list[tuple[str, Message]]:
+    objects = {
+        "boxes": np.array([[10, 10, 60, 50]], np.float32),
+        "classes": np.array([0], np.int32),
+        "distance_m": np.array([9.0], np.float32),
+    }
+    control = {"throttle": 0.2, "brake": 0.0, "steer": 0.01, "reason": "cruise"}
+    return [("objects", Message("cam", 0, 0, objects)), ("control", Message("cam", 0, 0, control)),
+            *((("camera", m)) for _, m in _frames(env))]  # fmt: skip
+
+
+def _annotated_video(env: Env) -> Operator:
+    from operators.annotate import AnnotatedVideo
+
+    return AnnotatedVideo(env.tmp_path / "video", clip_frames=2, strip_every=1)
+
+
+def _annotated_frames(env: Env) -> list[tuple[str, Message]]:
+    return [("annotated", m) for _, m in _frames(env)]
+
+
 EXAMPLES: dict[str, Example | list[Example]] = {
     "ListSource": Example(_list_source, polls=6),
     "ListSink": Example(_list_sink, feed=_messages),
+    "Annotator": Example(_annotator, feed=_annotator_feed),
+    "AnnotatedVideo": Example(_annotated_video, feed=_annotated_frames),
     "DrivingSimulator": Example(_driving, polls=3),
     "LaneDetector": Example(_lanes, feed=_frames),
     "ObjectDetector": Example(_detector, feed=lambda env: [("camera", m) for _, m in _frames(env)]),
