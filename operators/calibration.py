@@ -76,6 +76,14 @@ class Calibration:
         return cls(p2, np.eye(3), velo_to_cam)
 
     @classmethod
+    def from_pinhole(cls, K: np.ndarray, T_cam_lidar: np.ndarray) -> Calibration:
+        """A pinhole camera with intrinsics ``K`` (3x3) and the 4x4 ``T_cam_lidar`` taking
+        lidar points to camera coordinates (the driving simulator's ``K`` and ``T_cam_ego``:
+        its lidar reports points in the ego frame)."""
+        p2 = np.hstack([np.asarray(K, np.float64), np.zeros((3, 1))])
+        return cls(p2, np.eye(3), np.asarray(T_cam_lidar, np.float64)[:3])
+
+    @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Calibration | None:
         """The calibration a message carries, or ``None`` when it carries none of the keys.
 

@@ -262,3 +262,36 @@ def test_state_survives_a_pickle_and_a_restore():
 
     # assert
     assert [m.seq for m in out] == [0, 1] and all(m.payload["fused"] == 1 for m in out)
+
+
+def test_fuses_the_simulators_lidar_with_its_camera():
+    """Truth boxes stand in for a detector: each clearly visible vehicle gets the distance the
+    simulator knows, plus the camera's set-back behind the bumper (depth is camera z)."""
+    from operators.driving import DrivingSimulator, PinholeCamera
+
+    camera = PinholeCamera()
+    sim = DrivingSimulator("car_following", seed=0, held_out=True, camera_hz=10.0, camera=camera)
+    sim.setup(Context())
+    fusion = SensorFusion(calibration=Calibration.from_pinhole(camera.K, camera.T_cam_ego))
+    pairs, truth, now = [], {}, 0  # (fused, the frame's truth), truth by frame seq
+    while len(pairs) < 12:
+        for port, m in sim.poll(now) or ():
+            if port == "lidar":
+                pairs += [(o, truth.pop(o.seq)) for _, o in fusion.process("lidar", m)]
+            elif port == "camera":
+                t = m.truth
+                dets = {"boxes": t["boxes"], "scores": np.ones(len(t["boxes"]), np.float32),
+                        "classes": t["classes"]}  # fmt: skip
+                truth[m.seq] = t
+                pairs += [
+                    (o, truth.pop(o.seq)) for _, o in fusion.process("camera", m.derive(dets))
+                ]
+        now += 33_333_333
+    errors = [float(d) - float(td)
+              for o, t in pairs
+              for d, td, vis, cls in zip(o.payload["distance_m"], t["distances"], t["visible"],
+                                         t["classes"], strict=True)
+              if vis > 0.95 and cls == 0 and td < 40]  # fmt: skip
+    assert len(errors) >= 10
+    assert 0.5 < float(np.median(errors)) < 2.5  # camera ~1.7 m behind the bumper
+    assert max(abs(e) for e in errors) < 4.0
