@@ -12,6 +12,7 @@ The whole tree::
     │   ├── ModelNotFound             models          no such model, version or alias
     │   ├── AliasInUse                models          a version an alias still points at
     │   └── CorruptArtifact           models          bytes whose sha256 is not the manifest's
+    ├── DatasetError                  models          a training / evaluation dataset unreadable
     ├── OperatorError                 operators       an operator or its messages
     │   ├── PayloadConversionError    operators       a payload field Arrow cannot hold
     │   └── MalformedMessage          operators       a message that breaks the contract
@@ -48,6 +49,10 @@ class NotAnOnnxModel(ModelError):
 
 class SignatureMismatch(ModelError):
     """The model's input (or output) does not fit the signature an operator declares."""
+
+
+class DatasetError(EdgerayError):
+    """A dataset (e.g. a Parquet image dataset) is missing, or its columns do not fit."""
 
 
 class RegistryError(EdgerayError):

@@ -343,8 +343,10 @@ def _subquad(uvz: np.ndarray, idx, u0: float, u1: float, v0: float, v1: float) -
 
 # -- signs ---------------------------------------------------------------------------------
 _RED, _WHITE, _BLACK = (30, 30, 200), (245, 245, 245), (20, 20, 20)
-_BLUE, _YELLOW = (170, 80, 20), (30, 200, 235)
+_BLUE, _YELLOW, _GREY = (170, 80, 20), (30, 200, 235), (110, 110, 110)
 _SPEEDS = {0: "20", 1: "30", 2: "50", 3: "60", 4: "70", 5: "80", 7: "100", 8: "120"}
+_WARNINGS = (11, *range(18, 32))  # red-rimmed triangles pointing up, a pictogram inside
+_ENDS = (6, 32, 41, 42)  # white discs, grey rim, diagonal stripes
 
 
 def _draw_sign(img, camera: PinholeCamera, pose: EgoPose, obj: SceneObject, dist):
@@ -359,29 +361,34 @@ def _draw_sign(img, camera: PinholeCamera, pose: EgoPose, obj: SceneObject, dist
         return None
     pole = max(round(camera.focal * 0.07 / z), 1)
     cv2.line(img, (round(u0), round(v0)), (round(u), round(v)), (120, 120, 125), pole)
-    _draw_plate(img, obj.gtsrb, u, v, r)
+    draw_plate(img, obj.gtsrb, u, v, r)
     c = _fixed(np.array([u, v]))
     return _Drawn(obj, box, np.array([c[0], c[1], int(r * (1 << _SHIFT))]), dist)
 
 
-def _draw_plate(img: np.ndarray, cls: int, u: float, v: float, r: float) -> None:
-    """Draw GTSRB class ``cls`` as a plate of radius ``r`` pixels centred at ``(u, v)``."""
+def draw_plate(img: np.ndarray, cls: int, u: float, v: float, r: float) -> None:
+    """Draw GTSRB class ``cls`` as a plate of radius ``r`` pixels centred at ``(u, v)``.
+
+    Every one of the 43 classes has its own look (shape, colours and a simple pictogram),
+    so a classifier trained on these renderings can tell them apart.
+    """
     centre = tuple(_fixed(np.array([u, v])))
     rf = int(r * (1 << _SHIFT))
+    pen = _Pen(img, u, v, r)
     if cls == 14:  # stop: red octagon, STOP
         ang = np.radians(22.5 + 45 * np.arange(8))
         oct_ = _fixed(np.c_[u + r * np.cos(ang), v + r * np.sin(ang)])
         cv2.fillConvexPoly(img, oct_, _RED, shift=_SHIFT)
         _text(img, "STOP", u, v, r * 1.5, _WHITE)
-    elif cls in (11, 13, *range(18, 32)):  # triangles: yield points down, warnings up
+    elif cls == 13 or cls in _WARNINGS:  # triangles: yield points down, warnings up
         down = cls == 13
         ang = np.radians([90, 210, 330]) if down else np.radians([270, 30, 150])
         tri = np.c_[u + r * np.cos(ang), v + r * np.sin(ang)]
         cv2.fillConvexPoly(img, _fixed(tri), _RED, shift=_SHIFT)
-        inner = (tri - [u, v]) * 0.6 + [u, v]
+        inner = (tri - [u, v]) * (0.6 if down else 0.72) + [u, v]
         cv2.fillConvexPoly(img, _fixed(inner), _WHITE, shift=_SHIFT)
-        if not down:
-            _text(img, "!", u, v + 0.15 * r, r * 0.8, _BLACK)
+        if not down:  # the pictogram, scaled into the white triangle
+            _Pen(img, u, v - 0.05 * r, 0.75 * r).draw(_WARNING_GLYPHS[cls])
     elif cls == 12:  # priority road: yellow diamond
         ang = np.radians([0, 90, 180, 270])
         dia = np.c_[u + r * np.cos(ang), v + r * np.sin(ang)]
@@ -389,24 +396,175 @@ def _draw_plate(img: np.ndarray, cls: int, u: float, v: float, r: float) -> None
         cv2.fillConvexPoly(img, _fixed((dia - [u, v]) * 0.65 + [u, v]), _YELLOW, shift=_SHIFT)
     elif cls == 17:  # no entry: red disc, white bar
         cv2.circle(img, centre, rf, _RED, -1, shift=_SHIFT)
-        bar = _fixed(np.array([[u - 0.7 * r, v - 0.18 * r], [u + 0.7 * r, v - 0.18 * r],
-                               [u + 0.7 * r, v + 0.18 * r],
-                               [u - 0.7 * r, v + 0.18 * r]]))  # fmt: skip
-        cv2.fillConvexPoly(img, bar, _WHITE, shift=_SHIFT)
-    elif 33 <= cls <= 40:  # mandatory: blue disc, white arrow
+        pen.box(-0.7, -0.18, 0.7, 0.18, _WHITE)
+    elif 33 <= cls <= 40:  # mandatory: blue disc, white arrows
         cv2.circle(img, centre, rf, _BLUE, -1, shift=_SHIFT)
-        cv2.arrowedLine(img, (round(u), round(v + 0.5 * r)), (round(u), round(v - 0.5 * r)),
-                        _WHITE, max(round(r * 0.15), 1), tipLength=0.4)  # fmt: skip
-    else:  # prohibitions and speed limits: white disc, red ring, the number
+        pen.draw(_MANDATORY_GLYPHS[cls])
+    elif cls in _ENDS:  # end of a limit: white disc, grey rim, stripes
+        cv2.circle(img, centre, rf, _GREY, -1, shift=_SHIFT)
+        cv2.circle(img, centre, int(rf * 0.9), _WHITE, -1, shift=_SHIFT)
+        pen.draw(_END_GLYPHS[cls])
+    else:  # prohibitions and speed limits: white disc, red ring, a number or pictogram
         cv2.circle(img, centre, rf, _RED, -1, shift=_SHIFT)
         cv2.circle(img, centre, int(rf * 0.78), _WHITE, -1, shift=_SHIFT)
-        label = _SPEEDS.get(cls, "" if cls in (6, 32, 41, 42) else str(cls))
-        if label:
-            _text(img, label, u, v, r * 1.25, _BLACK)
-        if cls in (6, 32, 41, 42):  # end of limit: a diagonal bar
-            cv2.line(img, (round(u - 0.55 * r), round(v + 0.55 * r)),
-                     (round(u + 0.55 * r), round(v - 0.55 * r)), (60, 60, 60),
-                     max(round(r * 0.12), 1))  # fmt: skip
+        if cls in _SPEEDS:
+            _text(img, _SPEEDS[cls], u, v, r * 1.25, _BLACK)
+        else:
+            pen.draw(_PROHIBITION_GLYPHS[cls])
+
+
+class _Pen:
+    """Draws in plate units: ``(x, y)`` in [-1, 1] from the plate's centre, widths times ``r``."""
+
+    def __init__(self, img: np.ndarray, u: float, v: float, r: float) -> None:
+        self.img, self.u, self.v, self.r = img, u, v, r
+
+    def _pts(self, pts) -> np.ndarray:
+        return _fixed(np.asarray(pts, np.float64) * self.r + [self.u, self.v])
+
+    def _width(self, w: float) -> int:
+        return max(round(w * self.r), 1)
+
+    def line(self, pts, w: float, color=_BLACK) -> None:
+        cv2.polylines(self.img, [self._pts(pts)], False, color, self._width(w), cv2.LINE_AA,
+                      shift=_SHIFT)  # fmt: skip
+
+    def arrow(self, a, b, w: float, color=_WHITE) -> None:
+        (x0, y0), (x1, y1) = self._pts([a, b])
+        cv2.arrowedLine(self.img, (int(x0), int(y0)), (int(x1), int(y1)), color, self._width(w),
+                        cv2.LINE_AA, shift=_SHIFT, tipLength=0.45)  # fmt: skip
+
+    def box(self, x0: float, y0: float, x1: float, y1: float, color=_BLACK) -> None:
+        cv2.fillConvexPoly(self.img, self._pts([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), color,
+                           shift=_SHIFT)  # fmt: skip
+
+    def dot(self, x: float, y: float, radius: float, color=_BLACK) -> None:
+        ((cx, cy),) = self._pts([[x, y]])
+        cv2.circle(self.img, (int(cx), int(cy)), int(radius * self.r * (1 << _SHIFT)), color, -1,
+                   cv2.LINE_AA, shift=_SHIFT)  # fmt: skip
+
+    def text(self, text: str, width: float, color) -> None:
+        _text(self.img, text, self.u, self.v, width * self.r, color)
+
+    def draw(self, glyph: tuple) -> None:
+        """Draw each stroke ``(method, *arguments)`` of ``glyph``."""
+        for name, *args in glyph:
+            getattr(self, name)(*args)
+
+
+# A glyph is a tuple of strokes, each ``(pen method, *arguments)``, drawn in order.
+def _car(x: float, y: float, size: float, color=_BLACK) -> tuple:
+    return (("box", x - 0.5 * size, y - 0.25 * size, x + 0.5 * size, y + 0.35 * size, color),)
+
+
+def _truck(x: float, y: float, size: float, color=_BLACK) -> tuple:
+    return (
+        ("box", x - 0.6 * size, y - 0.45 * size, x + 0.25 * size, y + 0.35 * size, color),
+        ("box", x + 0.3 * size, y - 0.15 * size, x + 0.6 * size, y + 0.35 * size, color),
+    )
+
+
+def _person(x: float, y: float, size: float) -> tuple:
+    legs = [[x - 0.3 * size, y + 0.7 * size], [x, y + 0.2 * size], [x + 0.3 * size, y + 0.7 * size]]
+    return (
+        ("dot", x, y - 0.55 * size, 0.18 * size),
+        ("line", [[x, y - 0.35 * size], [x, y + 0.2 * size]], 0.2 * size),
+        ("line", legs, 0.15 * size),
+    )
+
+
+_DARK = (60, 60, 60)
+_STRIPE = (("line", [[-0.6, 0.6], [0.6, -0.6]], 0.08, _DARK),)
+
+#: Warning pictograms, black inside the white triangle (x about -0.35..0.35, y -0.25..0.45).
+_WARNING_GLYPHS: dict[int, tuple] = {
+    11: (("line", [[0, -0.2], [0, 0.45]], 0.14), ("line", [[-0.25, 0.1], [0.25, 0.1]], 0.1)),
+    18: (("line", [[0, -0.15], [0, 0.22]], 0.12), ("dot", 0, 0.36, 0.07)),
+    19: (("line", [[0.1, 0.45], [0.1, 0.1], [-0.05, -0.1], [-0.2, -0.15]], 0.1),),
+    20: (("line", [[-0.1, 0.45], [-0.1, 0.1], [0.05, -0.1], [0.2, -0.15]], 0.1),),
+    21: (("line", [[-0.05, 0.45], [0.12, 0.25], [-0.12, 0.05], [0.05, -0.18]], 0.09),),
+    22: (("line", [[-0.35, 0.38], [-0.2, 0.2], [-0.05, 0.38], [0.1, 0.2], [0.25, 0.38]], 0.08),),
+    23: (
+        *_car(0, 0.0, 0.3),
+        ("line", [[-0.25, 0.38], [-0.1, 0.2]], 0.06),
+        ("line", [[0.25, 0.38], [0.1, 0.2]], 0.06),
+    ),
+    24: (
+        ("line", [[-0.12, 0.45], [-0.12, -0.15]], 0.07),
+        ("line", [[0.2, 0.45], [0.2, 0.15], [0.05, -0.05], [0.05, -0.15]], 0.07),
+    ),
+    25: (
+        ("dot", -0.02, -0.08, 0.06),
+        ("line", [[-0.05, 0.02], [0.05, 0.28], [-0.1, 0.42]], 0.08),
+        ("line", [[0.1, 0.1], [0.25, 0.4]], 0.05),
+        ("box", 0.12, 0.36, 0.33, 0.44),
+    ),
+    26: (
+        ("box", -0.11, -0.18, 0.11, 0.44),
+        ("dot", 0, -0.09, 0.07, _RED),
+        ("dot", 0, 0.12, 0.07, _YELLOW),
+        ("dot", 0, 0.33, 0.07, (40, 170, 40)),
+    ),
+    27: _person(0, 0.1, 0.5),
+    28: (*_person(-0.12, 0.15, 0.45), *_person(0.14, 0.2, 0.35)),
+    29: (
+        ("dot", -0.17, 0.3, 0.11),
+        ("dot", 0.17, 0.3, 0.11),
+        ("dot", -0.17, 0.3, 0.06, _WHITE),
+        ("dot", 0.17, 0.3, 0.06, _WHITE),
+        ("line", [[-0.17, 0.3], [0, 0.1], [0.17, 0.3]], 0.05),
+    ),
+    30: (
+        ("line", [[0, -0.1], [0, 0.42]], 0.06),
+        ("line", [[-0.23, 0.02], [0.23, 0.3]], 0.06),
+        ("line", [[-0.23, 0.3], [0.23, 0.02]], 0.06),
+    ),
+    31: (
+        ("line", [[-0.25, 0.2], [0.15, 0.05], [0.25, -0.1]], 0.12),
+        ("line", [[-0.2, 0.2], [-0.28, 0.42]], 0.05),
+        ("line", [[0.1, 0.1], [0.2, 0.42]], 0.05),
+    ),
+}
+
+#: Mandatory directions, white arrows on the blue disc.
+_MANDATORY_GLYPHS: dict[int, tuple] = {
+    33: (
+        ("line", [[-0.25, 0.55], [-0.25, -0.1]], 0.16, _WHITE),
+        ("arrow", [-0.3, -0.1], [0.55, -0.1], 0.16),
+    ),
+    34: (
+        ("line", [[0.25, 0.55], [0.25, -0.1]], 0.16, _WHITE),
+        ("arrow", [0.3, -0.1], [-0.55, -0.1], 0.16),
+    ),
+    35: (("arrow", [0, 0.6], [0, -0.6], 0.18),),
+    36: (("arrow", [-0.15, 0.6], [-0.15, -0.6], 0.14), ("arrow", [-0.15, 0.1], [0.55, 0.1], 0.12)),
+    37: (("arrow", [0.15, 0.6], [0.15, -0.6], 0.14), ("arrow", [0.15, 0.1], [-0.55, 0.1], 0.12)),
+    38: (("arrow", [-0.4, -0.4], [0.45, 0.45], 0.18),),
+    39: (("arrow", [0.4, -0.4], [-0.45, 0.45], 0.18),),
+    40: (
+        ("arrow", [0.45, 0.2], [0.05, 0.5], 0.12),
+        ("arrow", [-0.05, 0.45], [-0.4, -0.15], 0.12),
+        ("arrow", [-0.3, -0.35], [0.4, -0.3], 0.12),
+    ),
+}
+
+#: Ends of limits, grey on the white disc, crossed by stripes (6 also writes a grey 80).
+_END_GLYPHS: dict[int, tuple] = {
+    6: (("text", "80", 1.1, _GREY), *_STRIPE),
+    32: tuple(
+        ("line", [[-0.7 + k, 0.5 + k], [0.5 + k, -0.7 + k]], 0.07, _DARK) for k in (-0.1, 0.05, 0.2)
+    ),
+    41: (*_car(-0.28, 0.0, 0.38, _GREY), *_car(0.28, 0.0, 0.38, _DARK), *_STRIPE),
+    42: (*_truck(-0.25, 0.0, 0.45, _GREY), *_car(0.32, 0.05, 0.3, _DARK), *_STRIPE),
+}
+
+#: Prohibitions inside the red ring (15, "no vehicles", stays empty).
+_PROHIBITION_GLYPHS: dict[int, tuple] = {
+    9: (*_car(-0.25, 0.0, 0.38), *_car(0.25, 0.0, 0.38, _RED)),
+    10: (*_truck(-0.22, 0.0, 0.45), *_car(0.3, 0.05, 0.3, _RED)),
+    15: (),
+    16: _truck(0.0, 0.05, 0.7),
+}
 
 
 def _text(img: np.ndarray, text: str, u: float, v: float, width: float, color) -> None:
