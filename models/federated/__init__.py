@@ -1,0 +1,69 @@
+"""Federated training math: the trainer protocol, backends, strategies, privacy and masking.
+
+Never imports Ray: the rounds on the fleet live in ``cluster.federated``.
+
+* ``Trainer`` (protocol), ``FitResult``, ``EvalResult``: what a client does and returns.
+* ``MLPTrainer`` (numpy, exports ONNX with ``onnx``); ``TorchCNNTrainer`` (the ``[train]`` extra).
+* Strategies: ``FedAvg``, ``FedProx``, ``FedAdam``, ``FedYogi``, ``DPFedAvg``, ``Median``,
+  ``TrimmedMean``, ``Krum``; ``make_strategy(name, **options)``.
+* ``privacy``: clipping and the (epsilon, delta) of DP-FedAvg rounds (Google's dp_accounting).
+* ``secagg``: pairwise additive masks (``MaskingClient``, ``SecureSum``).
+* ``dirichlet_partition``: class-skewed non-IID splits.
+"""
+
+from models.federated._errors import BadUpdate, FederatedError, NotEnoughClients
+from models.federated.attacks import PoisonedTrainer
+from models.federated.numpy_mlp import MLPTrainer, export_onnx
+from models.federated.partition import dirichlet_partition, train_test_split
+from models.federated.privacy import epsilon, noise_multiplier_for
+from models.federated.secagg import MaskingClient, SecureSum
+from models.federated.strategies import (
+    STRATEGIES,
+    DPFedAvg,
+    FedAdam,
+    FedAvg,
+    FedProx,
+    FedYogi,
+    Krum,
+    LinearEncoding,
+    Median,
+    Strategy,
+    TrimmedMean,
+    make_strategy,
+)
+from models.federated.torch_cnn import TorchCNNTrainer
+from models.federated.trainer import EvalResult, FitResult, Trainer, Weights, check_weights, nbytes
+
+__all__ = [
+    "STRATEGIES",
+    "BadUpdate",
+    "DPFedAvg",
+    "EvalResult",
+    "FedAdam",
+    "FedAvg",
+    "FedProx",
+    "FedYogi",
+    "FederatedError",
+    "FitResult",
+    "Krum",
+    "LinearEncoding",
+    "MLPTrainer",
+    "MaskingClient",
+    "Median",
+    "NotEnoughClients",
+    "PoisonedTrainer",
+    "SecureSum",
+    "Strategy",
+    "TorchCNNTrainer",
+    "Trainer",
+    "TrimmedMean",
+    "Weights",
+    "check_weights",
+    "dirichlet_partition",
+    "epsilon",
+    "export_onnx",
+    "make_strategy",
+    "nbytes",
+    "noise_multiplier_for",
+    "train_test_split",
+]
