@@ -69,16 +69,26 @@ def lane_keep_steer(
     curvature: float = 0.0,
     speed_mps: float = 10.0,
     wheelbase_m: float = 2.8,
-    k_offset: float = 0.5,
-    k_heading: float = 1.2,
+    offset_tau_s: float = 3.0,
+    heading_tau_s: float = 1.0,
+    max_lateral_mps2: float = 4.0,
 ) -> float:
-    """Front-wheel angle (rad, positive left) that follows the lane: the road's curvature
-    feed-forward, minus corrections for the lateral ``offset_m`` (positive: left of the
-    lane centre) and ``heading_rad`` (positive: turned left of the lane direction); the
-    offset gain falls with speed."""
-    feed = math.atan(wheelbase_m * curvature)
-    k_off = k_offset * 10.0 / max(speed_mps, 10.0)
-    return feed - k_off * offset_m - k_heading * heading_rad
+    """Front-wheel angle (rad, positive left) that follows the lane, from the lane estimate:
+    ``offset_m`` (positive: left of the lane centre), ``heading_rad`` (positive: turned left
+    of the lane direction) and the road's ``curvature`` (1/m, positive left).
+
+    A kinematic law whose gains scale with speed, so it neither dawdles in town nor
+    oscillates on the motorway: aim for a heading that closes the offset in about
+    ``offset_tau_s``, turn toward it in about ``heading_tau_s``, on top of the curvature
+    feed-forward; the result is clamped to what ``max_lateral_mps2`` of lateral
+    acceleration allows at this speed.
+    """
+    v = max(speed_mps, 2.0)
+    wanted_heading = -math.atan(offset_m / (v * offset_tau_s))
+    yaw_rate = v * curvature + v * math.sin(wanted_heading - heading_rad) / (v * heading_tau_s)
+    steer = math.atan(wheelbase_m * yaw_rate / v)
+    limit = math.atan(wheelbase_m * max_lateral_mps2 / (v * v))
+    return min(max(steer, -limit), limit)
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,8 @@ class DecisionMaker(Operator):
       at once, held ``aeb_hold_s`` past the last one.
       ``lanes``: ``{"offset_m", "heading_rad"[, "curvature_1pm", "confidence"]}``
       (positive left; what ``LaneDetector(geometry=True)`` emits); lane keeping steers
-      only while a lane estimate is fresh, else no ``steer`` is decided. An estimate
+      on a fresh lane estimate; once estimates stop coming it steers along the last
+      estimate's curvature (a held correction would take the vehicle off the road). An estimate
       with non-finite values or ``confidence`` below ``min_lane_confidence`` is ignored.
       ``signs``: ``{"classes": int array (GTSRB)[, "distances_m": float array]}``: speed
       limits cap the cruise speed; a stop sign stops the car ``stop_margin_m`` before it
@@ -281,6 +292,9 @@ class DecisionMaker(Operator):
                                     curvature=lanes["curvature"], speed_mps=v,
                                     wheelbase_m=self.wheelbase_m)  # fmt: skip
             reason += "; lane keeping"
+        elif s["lanes"] is not None:  # lost it: follow the road's last curvature, correct nothing
+            steer = math.atan(self.wheelbase_m * s["lanes"]["curvature"])
+            reason += "; lane lost: holding the curve"
         payload = {"accel_mps2": float(accel), "steer_rad": float(steer), "aeb": bool(aeb),
                    "reason": reason, "ttc_s": float(ttc_s),
                    "target_speed_mps": float(target)}  # fmt: skip

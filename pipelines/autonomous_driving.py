@@ -1,27 +1,32 @@
-"""The ``autonomous-driving`` pipeline: a simulated vehicle's safety-to-control loop.
+"""The ``autonomous-driving`` pipeline: a simulated vehicle's perception-to-control loop.
 
 A ``DrivingSimulator`` (scripted scenario, ground truth attached to every message)
-feeds lidar and GPS-IMU into ``SafetyMonitor`` (obstacles in the ego path, time to
-collision, stale sensors) → ``DecisionMaker`` (cruise / follow / emergency braking)
-→ ``Controller`` (rate-limited throttle / brake, reason attached), whose commands go
-back into the simulator's ``control`` input over a **feedback** edge (latest-only,
-window 1: the newest command wins, older queued ones are dropped and counted).
-``EmergencyHandler`` publishes this vehicle's emergencies to the fleet topic
-``v2v/emergency`` and subscribes to it, turning other vehicles' emergencies into
-speed advisories for ``DecisionMaker``. All of that runs on the vehicle
-(``edge.role=vehicle``). The commands (with their reason, e.g. ``AEB: ttc 1.20 s``),
-the safety events, the emergencies and the ego stream (with the simulator's ground
-truth: gap to the lead, collision) are recorded as Arrow IPC on the hub
-(``edge.role=hub``, falling back to the vehicle), one recorder per stream under
-``<out_dir>/<sink>`` (``commands``, ``safety_events``, ``emergencies``, ``ego_log``);
-``operators.recording.read_recording`` reads them back.
+feeds its camera, lidar and GPS-IMU streams into the vehicle's operators
+(``edge.role=vehicle``):
 
-Not wired yet: perception. No fusion, object detector, lane detector or sign
-recogniser sits on the camera; its frames are recorded on the hub at
-``camera_record_hz`` (rate-limited on the edge; the rest is dropped and counted as
-``rate-limit``) under ``<out_dir>/camera_log``, for replaying into perception later.
-Without lane detection the simulator keeps the ego in its lane by itself (no
-``steer`` command is sent).
+* perception on the camera: ``LaneDetector`` (lane geometry: offset, heading,
+  curvature, confidence) and ``ObjectDetector`` (the project's own detector for the
+  simulator's world; on a vehicle with ``edge.accel=gpu`` where there is one), whose
+  boxes ``SensorFusion`` joins with the lidar scan of the same instant (bounded skew)
+  to give every object a distance;
+* ``SafetyMonitor`` (lidar obstacles in the ego path, time to collision, stale
+  sensors) → ``DecisionMaker`` (cruise / follow / emergency braking, lane keeping on
+  the lane geometry) → ``Controller`` (rate-limited throttle / brake / steer, reason
+  attached), whose commands go back into the simulator's ``control`` input over a
+  **feedback** edge (latest-only, window 1: the newest command wins, older queued
+  ones are dropped and counted);
+* ``EmergencyHandler`` publishes this vehicle's emergencies to the fleet topic
+  ``v2v/emergency`` and subscribes to it, turning other vehicles' emergencies into
+  speed advisories for ``DecisionMaker``.
+
+The hub (``edge.role=hub``, falling back to the vehicle) records the commands (with
+their reason, e.g. ``AEB: ttc 1.20 s``), the safety events, the emergencies, the ego
+stream (with the simulator's ground truth: gap to the lead, collision), the fused
+objects and the lanes as Arrow IPC, one recorder per stream under
+``<out_dir>/<sink>`` (``operators.recording.read_recording`` reads them back), raw
+camera frames at ``camera_record_hz`` under ``<out_dir>/camera_log``, and draws
+boxes, distances, lanes and the command on the camera frames (``Annotator``) into
+MP4 clips and a PNG strip under ``<out_dir>/video``.
 
 Time: the pipeline runs on the simulator's event time (``Pipeline(time="event")``):
 ``SafetyMonitor``'s stale-sensor ticks, the lidar edge's deadline and the decision
@@ -35,11 +40,8 @@ consumer never stalls the sensors).
 
 >>> p = build(out_dir="out/driving")
 >>> p.validate()
->>> [(s.name, dict(s.placement.selector)["edge.role"]) for s in p.specs.values()]
-... # doctest: +NORMALIZE_WHITESPACE
-[('sim', 'vehicle'), ('safety', 'vehicle'), ('decide', 'vehicle'), ('control', 'vehicle'),
- ('v2v', 'vehicle'), ('commands', 'hub'), ('safety_events', 'hub'), ('emergencies', 'hub'),
- ('ego_log', 'hub'), ('camera_log', 'hub')]
+>>> sorted(s.name for s in p.specs.values() if s.placement.selector == VEHICLE)
+['control', 'decide', 'fusion', 'lanes', 'safety', 'sim', 'v2v']
 >>> [e.name for e in p.edges if e.feedback]
 ['control.control->sim.control']
 
@@ -55,20 +57,34 @@ pipelines (built with different ``vehicle=`` names) run in the same Ray namespac
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from operators import Operator, Resources
+from operators.annotate import AnnotatedVideo, Annotator
+from operators.calibration import Calibration
 from operators.controller import Controller
 from operators.decision import DecisionMaker
-from operators.driving import DrivingSimulator, PinholeCamera
+from operators.detection import ObjectDetector
+from operators.driving import CLASSES, DrivingSimulator, PinholeCamera
 from operators.emergency import EmergencyHandler
+from operators.fusion import SensorFusion
+from operators.lanes import LaneDetector
 from operators.recording import Recorder
 from operators.safety import SafetyMonitor
 from pipelines._graph import Pipeline
+from pipelines.data import PROJECT_ROOT
 
 #: The fleet topic every vehicle publishes its emergencies to and subscribes to.
 V2V_TOPIC = "v2v/emergency"
 VEHICLE = {"edge.role": "vehicle"}
+#: Detection prefers a vehicle with an accelerator (``accel = "gpu"`` in the fleet spec; ONNX
+#: Runtime then picks CUDA), else runs on the vehicle's CPU.
+VEHICLE_GPU = {"edge.role": "vehicle", "edge.accel": "gpu"}
 HUB = {"edge.role": "hub"}
+#: The project's own detector for the simulator's world, and its ``ObjectDetector`` parameters.
+SIM_DETECTOR = str(PROJECT_ROOT / "models" / "artifacts" / "sim-detector" / "model.onnx")
+SIM_DETECTOR_OPTIONS: Mapping[str, Any] = {"classes": None}
 #: The hub's recorders: sink name -> the output port it records (the recorder's input port is
 #: named after it, so ``Replay`` plays it back on that port). One sink per stream: a sink
 #: de-duplicates by ``(source, seq, part)``, which a derived message shares with its input
@@ -80,16 +96,21 @@ RECORDED = {
     "emergencies": "safety.emergency",
     "ego_log": "sim.ego",
 }
-#: CPUs per replica: the decision, control and V2V kernels and the recorders are light, so
-#: the vehicle's five operators and the hub's five recorders each fit in one CPU
-#: (the local fleet's nodes have one).
-LIGHT = Resources(num_cpus=0.1)
+#: Recorded when perception runs.
+PERCEPTION_RECORDED = {"objects": "fusion.objects", "lane_log": "lanes.lanes"}
+#: CPUs per replica. Ray's CPU counts are bookkeeping (DESIGN.md), but they must fit: the
+#: local fleet's vehicle has one CPU for everything it runs, the hub one for its sinks.
+SHARES = {
+    "sim": 0.2, "safety": 0.1, "decide": 0.05, "control": 0.05, "v2v": 0.05,
+    "lanes": 0.15, "detect": 0.2, "fusion": 0.1, "annotate": 0.1, "video": 0.1, "recorder": 0.05,
+}  # fmt: skip
 
 
 def build(
     scenario: str = "lead_emergency_brake",
     *,
     seed: int = 0,
+    held_out: bool = False,
     out_dir: str | os.PathLike[str] = "out/driving",
     vehicle: str = "vehicle",
     realtime: bool = True,
@@ -98,36 +119,46 @@ def build(
     camera: PinholeCamera | None = None,
     camera_record_hz: float = 1.0,
     lidar_deadline_ms: float = 150.0,
+    perception: bool = True,
+    detector: str | os.PathLike[str] | None = None,
+    detector_options: Mapping[str, Any] | None = None,
+    video_hz: float = 10.0,
 ) -> Pipeline:
     """The driving pipeline for one vehicle over a scripted ``scenario``.
 
-    ``seed``: the scenario's variant and sensor noise. ``out_dir``: where the hub
-    records (one directory per recorder under it). ``vehicle``: this vehicle's id in
-    V2V broadcasts (and in the pipeline's name, ``driving-<vehicle>``). ``realtime``:
-    poll the simulator at ``poll_hz`` (simulated seconds per poll) in real time, else
-    as fast as the loop allows. ``camera_hz`` / ``camera``: the camera's rate and
-    model (rendering is the simulator's slowest part; nothing but the camera
-    recorder looks at images yet). ``camera_record_hz``: frames recorded per
-    simulated second. ``lidar_deadline_ms``: a lidar scan older than this (simulated
-    time, against the newest message the safety monitor has seen) is dropped and
-    counted as ``deadline``, never acted on.
+    ``seed`` / ``held_out``: the scenario's variant (held-out variants are for evaluation)
+    and the sensor noise. ``out_dir``: where the hub records (one directory per recorder
+    under it, the annotated video under ``video``). ``vehicle``: this vehicle's id in V2V
+    broadcasts (and in the pipeline's name, ``driving-<vehicle>``). ``realtime``: poll the
+    simulator at ``poll_hz`` (simulated seconds per poll) in real time, else as fast as the
+    loop allows. ``camera_hz`` / ``camera``: the camera's rate and model.
+    ``camera_record_hz``: raw frames recorded per simulated second. ``lidar_deadline_ms``:
+    a lidar scan older than this (simulated time, against the newest message the safety
+    monitor has seen) is dropped and counted as ``deadline``, never acted on.
+
+    ``perception``: run lane detection (whose lane geometry steers the vehicle),
+    object detection and lidar fusion on the camera, and the annotated video
+    (``video_hz`` frames per simulated second); without it the simulator keeps the lane
+    by itself. ``detector``: the detector's model (a path or a registry reference,
+    default ``SIM_DETECTOR``) and ``detector_options`` its ``ObjectDetector`` parameters
+    (default ``SIM_DETECTOR_OPTIONS``).
     """
     sensors = "latest-only" if realtime else "block"  # newest wins / lossless, paced by the loop
     records = "drop-oldest" if realtime else "block"  # the vehicle never waits for the hub
     out = os.fspath(out_dir)
+    camera = camera or PinholeCamera()
     p = Pipeline(f"driving-{vehicle}", time="event")
-    p.source(
-        "sim",
-        DrivingSimulator(scenario, seed=seed, poll_hz=poll_hz, camera_hz=camera_hz, camera=camera),
-        rate_hz=poll_hz if realtime else None,
-        placement=VEHICLE,
+    sim = DrivingSimulator(
+        scenario, seed=seed, held_out=held_out, poll_hz=poll_hz, camera_hz=camera_hz, camera=camera
     )
-    p.operator("safety", SafetyMonitor(), placement=VEHICLE)
-    p.operator("decide", _light(DecisionMaker()), placement=VEHICLE)
-    p.operator("control", _light(Controller()), placement=VEHICLE)
-    p.operator("v2v", _light(EmergencyHandler(vehicle=vehicle)), placement=VEHICLE)
-    for name, src in {**RECORDED, "camera_log": "sim.camera"}.items():
-        recorder = _light(Recorder(os.path.join(out, name), ports=(src.split(".")[1],)))
+    p.source("sim", _share(sim, "sim"), rate_hz=poll_hz if realtime else None, placement=VEHICLE)
+    p.operator("safety", _share(SafetyMonitor(), "safety"), placement=VEHICLE)
+    p.operator("decide", _share(DecisionMaker(), "decide"), placement=VEHICLE)
+    p.operator("control", _share(Controller(), "control"), placement=VEHICLE)
+    p.operator("v2v", _share(EmergencyHandler(vehicle=vehicle), "v2v"), placement=VEHICLE)
+    recorded = {**RECORDED, **(PERCEPTION_RECORDED if perception else {})}
+    for name, src in {**recorded, "camera_log": "sim.camera"}.items():
+        recorder = _share(Recorder(os.path.join(out, name), ports=(src.split(".")[1],)), "recorder")
         p.sink(name, recorder, placement=HUB, fallbacks=[VEHICLE])
 
     # sensors into the safety monitor and the decision maker
@@ -146,8 +177,10 @@ def build(
     p.connect("v2v.advisory", "decide.advisory", window=4)
     p.publish("v2v.broadcast", V2V_TOPIC)
     p.subscribe(V2V_TOPIC, "v2v.v2v")
+    if perception:
+        _perception(p, camera, sensors, records, out, detector, detector_options, video_hz)
     # recording on the hub
-    for name, src in RECORDED.items():
+    for name, src in recorded.items():
         p.connect(src, f"{name}.{src.split('.')[1]}", policy=records,
                   window=32 if realtime else 8)  # fmt: skip
     p.connect("sim.camera", "camera_log.camera", policy="drop-oldest", window=2,
@@ -155,9 +188,45 @@ def build(
     return p
 
 
-def _light(op: Operator) -> Operator:
-    """``op`` declaring ``LIGHT`` resources (an instance may override its class's)."""
-    op.resources = LIGHT
+def _perception(
+    p: Pipeline,
+    camera: PinholeCamera,
+    sensors: str,
+    records: str,
+    out: str,
+    detector: str | os.PathLike[str] | None,
+    detector_options: Mapping[str, Any] | None,
+    video_hz: float,
+) -> None:
+    """Lanes → decision; detection + lidar → fusion; everything drawn into the video."""
+    model = os.fspath(detector) if detector is not None else SIM_DETECTOR
+    options = dict(SIM_DETECTOR_OPTIONS if detector_options is None else detector_options)
+    p.operator("lanes", _share(LaneDetector(geometry=True), "lanes"), placement=VEHICLE)
+    p.operator("detect", _share(ObjectDetector(model=model, **options), "detect"),
+               placement=VEHICLE_GPU, fallbacks=[VEHICLE])  # fmt: skip
+    fusion = SensorFusion(calibration=Calibration.from_pinhole(camera.K, camera.T_cam_ego))
+    p.operator("fusion", _share(fusion, "fusion"), placement=VEHICLE)
+    p.operator("annotate", _share(Annotator(class_names=CLASSES), "annotate"),
+               placement=HUB, fallbacks=[VEHICLE])  # fmt: skip
+    p.sink("video", _share(AnnotatedVideo(os.path.join(out, "video"), fps=video_hz), "video"),
+           placement=HUB, fallbacks=[VEHICLE])  # fmt: skip
+
+    p.connect("sim.camera", "lanes.frames", policy=sensors, window=2)
+    p.connect("lanes.lanes", "decide.lanes", window=4)
+    p.connect("sim.camera", "detect.camera", policy=sensors, window=2)
+    p.connect("detect.detections", "fusion.camera", window=4)
+    p.connect("sim.lidar", "fusion.lidar", policy=sensors, window=2)
+    # the video: frames at video_hz, the newest overlays (never waiting for the hub)
+    p.connect("sim.camera", "annotate.camera", policy=records, window=2, rate_hz=video_hz)
+    for src, overlay in (("fusion.objects", "objects"), ("lanes.lanes", "lanes"),
+                         ("control.control", "control")):  # fmt: skip
+        p.connect(src, f"annotate.{overlay}", policy="latest-only", window=2)
+    p.connect("annotate.annotated", "video.annotated", policy=records, window=4)
+
+
+def _share(op: Operator, role: str) -> Operator:
+    """``op`` declaring its ``SHARES`` CPUs (an instance may override its class's resources)."""
+    op.resources = Resources(num_cpus=SHARES[role])
     return op
 
 

@@ -32,6 +32,7 @@ def test_driving_pipeline_brakes_for_the_lead_on_the_fleet(ray_cluster, tmp_path
         realtime=False,  # as fast as the loop allows: the simulator is paced by back-pressure
         camera_hz=1.0,  # nothing looks at images yet; rendering is the simulator's slow part
         camera=PinholeCamera(width=64, height=36, focal=48.0),
+        perception=False,
     )
     runtime = Runtime(p)
     try:

@@ -10,7 +10,7 @@ import pytest
 from operators.driving import PinholeCamera
 from operators.recording import read_recording
 from pipelines import Node, ValidationError
-from pipelines.autonomous_driving import RECORDED, V2V_TOPIC, build
+from pipelines.autonomous_driving import PERCEPTION_RECORDED, RECORDED, V2V_TOPIC, build
 from pipelines.testing import run_local
 
 #: Like cluster/fleets/local.toml: one CPU per node, the camera resource on the vehicle.
@@ -30,13 +30,16 @@ def test_validates_against_the_local_fleet_and_fits_its_nodes(tmp_path):
     p = build(out_dir=tmp_path)
     p.validate(FLEET)
     on = {name: dict(s.placement.selector) for name, s in p.specs.items()}
-    vehicle = {"sim", "safety", "decide", "control", "v2v"}
+    vehicle = {"sim", "safety", "decide", "control", "v2v", "lanes", "fusion"}
+    hub = {*RECORDED, *PERCEPTION_RECORDED, "camera_log", "annotate", "video"}
     assert {n for n, sel in on.items() if sel == {"edge.role": "vehicle"}} == vehicle
-    assert {n for n, sel in on.items() if sel == {"edge.role": "hub"}} == {*RECORDED, "camera_log"}
-    for name in set(on) - vehicle:  # recorders fall back to the vehicle
+    assert {n for n, sel in on.items() if sel == {"edge.role": "hub"}} == hub
+    assert on["detect"] == {"edge.role": "vehicle", "edge.accel": "gpu"}  # where there is one
+    for name in set(on) - vehicle:  # else on the vehicle, like the hub's sinks
         assert p.specs[name].placement.fallbacks == ({"edge.role": "vehicle"},)
     for role in ("vehicle", "hub"):  # what lands on one node fits its one CPU
         names = [n for n, sel in on.items() if sel["edge.role"] == role]
+        assert len(names) >= 7
         assert sum(p.specs[n].operator.resources.num_cpus for n in names) <= 1.0
     (feedback,) = [e for e in p.edges if e.feedback]
     assert (feedback.name, feedback.policy, feedback.window) == (
@@ -55,7 +58,7 @@ def test_a_fleet_without_a_vehicle_is_rejected_naming_the_operator(tmp_path):
 
 
 def test_lead_emergency_brake_brakes_before_collision(tmp_path):
-    run = run_local(build(out_dir=tmp_path, realtime=False, **FAST))
+    run = run_local(build(out_dir=tmp_path, realtime=False, perception=False, **FAST))
     assert not run.dead_letters, run.dead_letters[:3]
     assert run.summary.stopped_by == "end-of-stream" and run.summary.identity_holds()
     commands = [m for _, m in read_recording(tmp_path / "commands")]

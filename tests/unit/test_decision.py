@@ -53,18 +53,21 @@ def _ego(ts: int, speed: float) -> Message:
     return Message("ego", ts, ts, {"speed": speed})
 
 
-def test_lanes_input_turns_on_lane_keeping_and_stale_lanes_turn_it_off():
+def test_lanes_input_turns_on_lane_keeping_and_stale_lanes_leave_only_the_curve():
     # prepare
     dm = DecisionMaker()
-    list(dm.process("lanes", Message("l", 0, 0, {"offset_m": 0.6, "heading_rad": 0.0})))
+    lanes = {"offset_m": 0.6, "heading_rad": 0.0, "curvature_1pm": 0.002}
+    list(dm.process("lanes", Message("l", 0, 0, lanes)))
 
     # execute
     [(_, steering)] = dm.process("ego", _ego(10 * MS, 15.0))
     [(_, later)] = dm.process("ego", _ego(1000 * MS, 15.0))
 
     # assert
-    assert steering.payload["steer_rad"] < 0 and "lane keeping" in steering.payload["reason"]
-    assert math.isnan(later.payload["steer_rad"])
+    assert "lane keeping" in steering.payload["reason"]
+    assert later.payload["steer_rad"] == pytest.approx(math.atan(2.8 * 0.002))
+    assert steering.payload["steer_rad"] < later.payload["steer_rad"]  # left of centre: rightward
+    assert "lane lost" in later.payload["reason"]
 
 
 def test_lane_keeping_takes_the_lane_detectors_output_and_ignores_unseen_lanes():
