@@ -47,7 +47,8 @@ class Controller(Operator):
       ``control`` (QoS CONTROL; EMERGENCY while ``aeb``): ``{"throttle", "brake"}`` in
       [0, 1], plus ``"steer"`` (front-wheel angle, rad) only when the decision steers, so
       ``DrivingSimulator``'s ``control`` input keeps its own lane following until lane
-      keeping starts; also ``"accel_mps2"`` (the limited command) and ``"reason"``.
+      keeping starts; also ``"accel_mps2"`` (the limited command), ``"reason"``, and the
+      decision's ``"aeb"`` and ``"ttc_s"`` (time to collision it acted on; inf: none).
     Parameters:
       ``max_jerk_mps3``: the acceleration command's rate limit; ``aeb_jerk_mps3``: the
       same while emergency braking (brake build-up); ``max_steer_rate``: rad/s;
@@ -61,7 +62,7 @@ class Controller(Operator):
     >>> _ = list(c.process("decision", d(0, 0.0)))
     >>> [(p, m.payload["brake"], sorted(m.payload)) for p, m in
     ...  c.process("decision", d(100_000_000, -8.0))]
-    [('control', 0.125, ['accel_mps2', 'brake', 'reason', 'throttle'])]
+    [('control', 0.125, ['accel_mps2', 'aeb', 'brake', 'reason', 'throttle', 'ttc_s'])]
     """
 
     inputs = ("decision",)
@@ -125,7 +126,8 @@ class Controller(Operator):
         throttle, brake = pedals(self.accel, max_accel_mps2=self.max_accel,
                                  max_decel_mps2=self.max_decel)  # fmt: skip
         payload: dict[str, Any] = {"throttle": throttle, "brake": brake,
-                                   "accel_mps2": self.accel,
+                                   "accel_mps2": self.accel, "aeb": aeb,
+                                   "ttc_s": float(p.get("ttc_s", math.inf)),
                                    "reason": str(p.get("reason", ""))}  # fmt: skip
         steer = float(p.get("steer_rad", math.nan))
         if math.isfinite(steer):
