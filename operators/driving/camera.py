@@ -262,7 +262,8 @@ def _draw_objects(img: np.ndarray, camera: PinholeCamera, scene: Scene):
 def _fill_silhouette(mask: np.ndarray, item: _Drawn, value: int, offset=(0, 0)) -> None:
     if item.obj.kind == "sign":
         cx, cy, r = item.silhouette
-        cv2.circle(mask, (cx - offset[0], cy - offset[1]), r, value, -1, shift=_SHIFT)
+        cx, cy = cx - (offset[0] << _SHIFT), cy - (offset[1] << _SHIFT)
+        cv2.circle(mask, (cx, cy), r, value, -1, shift=_SHIFT)
     else:
         shift = np.array(offset, np.int32) * (1 << _SHIFT)
         cv2.fillConvexPoly(mask, item.silhouette - shift, value, shift=_SHIFT)
