@@ -16,6 +16,13 @@ looks its consumers up by name, so Ray can restart it anywhere its selector
 allows (``max_restarts=-1``). A restarted actor asks its producers which ends
 of stream they had already delivered to it, and a restarted source starts
 again from its first message (sinks discard what they have already seen).
+
+Rollouts (``pipelines._rollout``): a replica started to take over a slot of the
+plan (``Incoming``) runs another operator instance (new model, code or config)
+under a name that carries its version, ``<pipeline>/<operator>#<slot>@<version>``;
+it starts paused, is warmed with a real input of its slot (``warm``), and takes traffic once
+every producer has ``retarget``-ed the slot to it and the replica it replaces
+has drained and handed its state over (``handover`` -> ``resume``).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import logging
 import os
 import time
 import warnings
+from collections import deque
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -35,11 +44,12 @@ import ray
 from ray.exceptions import RayActorError
 
 from models import ModelResolver
-from operators import Context, EndOfStream, Message
+from operators import Context, EndOfStream, Message, Operator
 from pipelines._channel import Link, Resequencer
-from pipelines._graph import Edge, Pipeline
+from pipelines._graph import Edge, OperatorSpec, Pipeline
 from pipelines._host import Host
 from pipelines._metrics import RayMetrics
+from pipelines._placement import Placement
 from pipelines._plan import TOPIC_NAMESPACE, TOPIC_PREFIX, make_plan, out_links, topic_actor_name
 from pipelines._policies import too_old
 from pipelines._routing import Router
@@ -48,6 +58,8 @@ from pipelines._routing import Router
 BY_REFERENCE_BYTES = 64 * 1024
 #: End-to-end latency samples a sink keeps for the summary.
 LATENCY_SAMPLES = 100_000
+#: Recent processing times a replica keeps for its version's p99 (rollout gates).
+RECENT_SAMPLES = 512
 _EOS_RANK = 1 << 30
 
 
@@ -56,20 +68,47 @@ class RunConfig:
     namespace: str
     event_time: bool = False
     unplaceable: frozenset[str] = frozenset()
+    #: operator -> its replicas' version label (``cluster.rollout.ReplicaVersion``)
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A replica a rollout starts to take over ``slot`` (the plan's actor name of the slot).
+
+    ``routes`` names the actor now serving each slot of every downstream operator
+    (they may have been rolled too); ``quality_field`` is the output payload field
+    whose mean is the version's quality signal (e.g. detection ``scores``).
+    """
+
+    slot: str
+    operator: Operator
+    version: str
+    routes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    quality_field: str | None = None
 
 
 class OperatorActor:
-    def __init__(self, pipeline: Pipeline, actor: str, config: RunConfig) -> None:
+    def __init__(
+        self, pipeline: Pipeline, actor: str, config: RunConfig, incoming: Incoming | None = None
+    ) -> None:
         self.p, self.actor, self.config = pipeline, actor, config
+        self.slot = actor if incoming is None else incoming.slot
         self.plan = make_plan(pipeline, config.unplaceable)
-        me = self.plan.replica(actor)
+        me = self.plan.replica(self.slot)
         self.spec = pipeline.specs[me.operator]
+        if incoming is not None:
+            self.spec = replace(self.spec, operator=incoming.operator)
         self.role = self.spec.role
         rt = ray.get_runtime_context()
         self.labels = dict(rt.get_node_labels())
         self.node_id = rt.get_node_id()
         self.event_now = 0
-        version = str(self.spec.operator.version)
+        if incoming is not None:
+            version = incoming.version
+        else:
+            version = config.versions.get(self.spec.name, str(self.spec.operator.version))
+        self.version = version
         self.metrics = RayMetrics(pipeline=pipeline.name, operator=self.spec.name, version=version)
         ctx = Context(
             pipeline=pipeline.name,
@@ -82,7 +121,7 @@ class OperatorActor:
             metrics=self.metrics,
             models=ModelResolver.at(pipeline.models),  # touches nothing until a model is used
         )
-        self.host = Host(self.spec, me.index, ctx, wall=time.time_ns)
+        self.host = Host(self.spec, me.index, ctx, wall=time.time_ns, version=version)
         self.host.setup()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="operator")
         self.loop = asyncio.get_running_loop()
@@ -92,6 +131,13 @@ class OperatorActor:
         self.handles: dict[str, Any] = {}
         self.edges = {e.name: e for e in pipeline.edges}
         self.topic_links: dict[str, list[Link]] = {}
+        # downstream operator -> the actor serving each of its slots now (rollouts move them)
+        self.targets = {
+            e.dst: [r.actor for r in self.plan.replicas[e.dst]]
+            for e in pipeline.out_edges(me.operator)
+        }
+        if incoming is not None:
+            self.targets |= {op: list(actors) for op, actors in incoming.routes.items()}
         self.links = self._make_links()
         self.routers = {
             e.dst: Router(pipeline.specs[e.dst]) for e in pipeline.out_edges(me.operator)
@@ -105,10 +151,21 @@ class OperatorActor:
         self.processed = self.puts = 0
         self.latency_ms: list[float] = []
         self.tasks: set[asyncio.Task] = set()
+        # for rollouts: a replica taking over a slot waits (``running`` clear) for the state of
+        # the one it replaces; its version's figures are read by ``rollout_stats``
+        self.running = asyncio.Event()
+        self.retiring = False
+        self.first_input: tuple[str, Message] | None = None
+        self.recent_ms: deque[float] = deque(maxlen=RECENT_SAMPLES)
+        self.quality_field = None if incoming is None else incoming.quality_field
+        self.quality_sum, self.quality_n = 0.0, 0
+        self.ticking = False
         with warnings.catch_warnings():  # Ray's property trips its own deprecation warning
             warnings.simplefilter("ignore", DeprecationWarning)
             reconstructed = rt.was_current_actor_reconstructed
         self._next_tick: int | None = None  # event-time ticks
+        if incoming is None or reconstructed:
+            self.running.set()
         self._spawn(self._run(recover=reconstructed))
         if reconstructed:  # Ray restarted this replica: carry on without the driver
             self._start_loops()
@@ -178,6 +235,7 @@ class OperatorActor:
         return {
             "actor": self.actor,
             "operator": self.spec.name,
+            "version": self.version,
             "role": self.role,
             "node": self.labels.get("edge.node", self.node_id[:8]),
             "processed": self.processed,
@@ -204,6 +262,82 @@ class OperatorActor:
                 out += [(src, self.actor, edge) for src in link.eos_delivered]
         return out
 
+    # -- called by a rollout (pipelines._rollout) -------------------------------------
+    async def retarget(self, operator: str, slots: dict[int, str]) -> None:
+        """Send ``operator``'s slots (index -> actor) to new actors from now on; return once
+        everything that went to the actors they replace is settled."""
+        old = []
+        for index, actor in slots.items():
+            old.append(self.targets[operator][index])
+            self.targets[operator][index] = actor
+        for e in self.p.out_edges(self.spec.name):
+            if e.dst == operator:
+                for actor in slots.values():
+                    self._link_to(e, actor)
+                for actor in old:
+                    if actor in self.links[e.name]:
+                        await self.links[e.name][actor].drained()
+
+    async def watch(self, field: str | None) -> None:
+        """Average output payload ``field`` as this replica's quality signal from now on."""
+        self.quality_field = field
+
+    async def sample(self) -> tuple[str, Message] | None:
+        """The first input this replica processed: a real one to warm a replacement with."""
+        return self.first_input
+
+    async def warm(self, sample: tuple[str, Message] | None) -> float | None:
+        """Run the operator on a real input, outputs discarded; its time in ms.
+
+        An exception propagates: a version that cannot handle real input never gets traffic.
+        """
+        if sample is None:
+            return None
+        port, message = sample
+        resolved, _ = await self._resolve(message)
+        started = time.perf_counter()
+        await self.loop.run_in_executor(
+            self.pool, lambda: list(self.host.op.process(port, resolved) or ())
+        )
+        return (time.perf_counter() - started) * 1e3
+
+    async def pause(self) -> None:
+        """Hold what arrives until ``resume`` (a slot switching back to this replica)."""
+        self.running.clear()
+
+    async def handover(self) -> Any:
+        """Once nothing reaches this replica any more: settle its outputs, return its state."""
+        self.retiring = True  # ticks stop: a replica without traffic must not emit
+        await self.drain()
+        return await self.loop.run_in_executor(self.pool, self.host.op.snapshot)
+
+    async def resume(self, state: Any) -> None:
+        """Take over the state of the replica this one replaces (``None``: none) and start."""
+        if state is not None:
+            await self.loop.run_in_executor(self.pool, self.host.op.restore, state)
+        self.retiring = False
+        self.running.set()
+        if self.spec.operator.tick_period_ns and not self.config.event_time and not self.ticking:
+            self._spawn(self._tick_loop())
+
+    async def retire(self) -> dict[str, Any]:
+        """Release the operator and report this replica's figures (it gets no traffic)."""
+        self.retiring = True
+        await self.drain()
+        stats = self.stats()
+        await self.loop.run_in_executor(self.pool, self.host.op.teardown)
+        return stats
+
+    async def rollout_stats(self) -> dict[str, Any]:
+        """This replica's figures for its version: frames, errors, recent latency, quality."""
+        return {
+            "frames": self.processed,
+            "errors": self.host.dead_lettered,
+            "recent_ms": list(self.recent_ms),
+            "quality_sum": self.quality_sum,
+            "quality_n": self.quality_n,
+        }
+
     # -- called by producers --------------------------------------------------------
     async def push(
         self, edge: str, port: str, item: Message | EndOfStream, sender: str, seq: int, low: int
@@ -228,9 +362,7 @@ class OperatorActor:
         me = self.spec.name
         links: dict[str, dict[str, Link]] = {}
         for e in self.p.out_edges(me):
-            links[e.name] = {
-                r.actor: self._link(e, r.actor) for r in self.plan.replicas[e.dst]
-            }  # fmt: skip
+            links[e.name] = {actor: self._link(e, actor) for actor in self.targets[e.dst]}
         for t in self.p.publishes:
             if t.operator == me:
                 edge = Edge(me, t.port, f"topic:{t.topic}", "in", policy="drop-oldest", window=64)
@@ -238,6 +370,13 @@ class OperatorActor:
                 links[edge.name] = {topic_actor_name(t.topic): link}
                 self.topic_links.setdefault(t.port, []).append(link)
         return links
+
+    def _link_to(self, edge: Edge, dst: str) -> Link:
+        """The link of ``edge`` to actor ``dst`` (made on first use: a slot moved to it)."""
+        links = self.links[edge.name]
+        if dst not in links:
+            links[dst] = self._link(edge, dst)
+        return links[dst]
 
     def _link(self, edge: Edge, dst: str) -> Link:
         async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
@@ -270,6 +409,7 @@ class OperatorActor:
             await self._recover_eos()
         self._check_done()
         while True:
+            await self.running.wait()
             _, _, edge, port, item, sender, future = await self.inbox.get()
             try:
                 if isinstance(item, EndOfStream):
@@ -298,15 +438,21 @@ class OperatorActor:
             self.metrics.count("dropped", reason="deadline", edge=edge_name)
             return "dropped:deadline", []
         resolved, refs = await self._resolve(message)
+        if self.first_input is None:
+            self.first_input = (port, message)
         dead_before = self.host.dead_lettered
         started = time.perf_counter()
         outs = await self.loop.run_in_executor(self.pool, self.host.process, port, resolved)
-        self.metrics.observe("processing_ms", (time.perf_counter() - started) * 1e3)
+        took_ms = (time.perf_counter() - started) * 1e3
+        self.metrics.observe("processing_ms", took_ms)
+        self.recent_ms.append(took_ms)
         self.metrics.count("messages_in", port=port)
         if self.host.dead_lettered > dead_before:
             self.metrics.count("dead_lettered")
             return "dead", []
         self.processed += 1
+        if self.quality_field is not None:
+            self._observe_quality(outs)
         if self.role == "sink":
             latency = (time.time_ns() - message.ingest_ts) / 1e6
             self.metrics.observe("e2e_latency_ms", latency)
@@ -315,6 +461,14 @@ class OperatorActor:
         if self.config.event_time and self.spec.operator.tick_period_ns:
             outs = outs + await self._event_ticks()
         return "delivered", await self._emit(outs, refs)
+
+    def _observe_quality(self, outs: list[tuple[str, Message]]) -> None:
+        for _, m in outs:
+            value = m.payload.get(self.quality_field)
+            if value is not None:
+                values = np.asarray(value, np.float64)
+                self.quality_sum += float(values.sum())
+                self.quality_n += values.size
 
     async def _resolve(self, message: Message) -> tuple[Message, dict[int, Any]]:
         """Replace ``ObjectRef`` payload values by their (read-only) arrays."""
@@ -351,17 +505,17 @@ class OperatorActor:
             self.metrics.count("messages_out", port=port)
             for e in out_links(self.p, self.spec.name, port):
                 replica = self.routers[e.dst].route(message)
-                dsts = self.plan.replicas[e.dst]
                 if replica is None:
                     next(iter(self.links[e.name].values())).reject("unroutable")
                     continue
-                settled.append(await self.links[e.name][dsts[replica].actor].send(message))
+                link = self._link_to(e, self.targets[e.dst][replica])
+                settled.append(await link.send(message))
             for link in self.topic_links.get(port, ()):
                 settled.append(await link.send(message))
         return settled
 
     async def _end_of(self, source: str, sender: str, edge: str) -> str:
-        expected = self.plan.expected_eos.get(self.actor, {})
+        expected = self.plan.expected_eos.get(self.slot, {})
         self.eos_seen.add((source, sender, edge))
         if sum(1 for s, *_ in self.eos_seen if s == source) == expected.get(source, -1):
             self._forward_eos(source)
@@ -371,14 +525,14 @@ class OperatorActor:
     def _forward_eos(self, source: str) -> None:
         for e in self.p.out_edges(self.spec.name):
             if not e.feedback:
-                for link in self.links[e.name].values():
-                    link.send_eos(EndOfStream(source))
+                for actor in self.targets[e.dst]:  # the slots' current actors, not retired ones
+                    self._link_to(e, actor).send_eos(EndOfStream(source))
 
     def _check_done(self) -> None:
         """Done: every source upstream has ended, and topic inputs (endless) are closed."""
         if self.role == "source":
             return
-        expected = self.plan.expected_eos.get(self.actor, {})
+        expected = self.plan.expected_eos.get(self.slot, {})
         seen: dict[str, int] = {}
         for s, *_ in self.eos_seen:
             seen[s] = seen.get(s, 0) + 1
@@ -399,7 +553,7 @@ class OperatorActor:
         )
         for pairs in answers:
             self.eos_seen.update(tuple(p) for p in pairs)
-        expected = self.plan.expected_eos.get(self.actor, {})
+        expected = self.plan.expected_eos.get(self.slot, {})
         for source, n in expected.items():
             if sum(1 for s, *_ in self.eos_seen if s == source) == n:
                 self._forward_eos(source)  # consumers count each producer's end once
@@ -427,17 +581,21 @@ class OperatorActor:
                 await asyncio.sleep(0)
         for e in self.p.out_edges(self.spec.name):
             if not e.feedback:
-                for link in self.links[e.name].values():
-                    link.send_eos(EndOfStream(self.actor))
+                for actor in self.targets[e.dst]:
+                    self._link_to(e, actor).send_eos(EndOfStream(self.actor))
         self.source_ended.set()
         self.done.set()
 
     async def _tick_loop(self) -> None:
         period = self.spec.operator.tick_period_ns
-        while not self.done.is_set():
-            await asyncio.sleep(period / 1e9)  # the operator's declared tick period
-            outs = await self.loop.run_in_executor(self.pool, self.host.tick, self.now())
-            await self._emit(outs, {})
+        self.ticking = True
+        try:
+            while not self.done.is_set() and not self.retiring:
+                await asyncio.sleep(period / 1e9)  # the operator's declared tick period
+                outs = await self.loop.run_in_executor(self.pool, self.host.tick, self.now())
+                await self._emit(outs, {})
+        finally:
+            self.ticking = False
 
     async def _event_ticks(self) -> list[tuple[str, Message]]:
         period = self.spec.operator.tick_period_ns
@@ -457,3 +615,29 @@ async def _ack_when_settled(
     await asyncio.gather(*outputs)
     if not ack.done():
         ack.set_result(status)
+
+
+def actor_options(spec: OperatorSpec, replica: int, name: str, namespace: str) -> dict[str, Any]:
+    """Ray actor options for one replica: name, restarts, resources, label selector."""
+    needs = spec.operator.resources
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "max_concurrency": 1000,
+        "num_cpus": needs.num_cpus,
+    }
+    if needs.memory:
+        options["memory"] = needs.memory
+    if needs.num_gpus:
+        options["num_gpus"] = needs.num_gpus
+    if needs.custom:
+        options["resources"] = dict(needs.custom)
+    placement = spec.replica_placement(replica) or Placement()
+    selectors = placement.selectors()
+    if selectors[0]:
+        options["label_selector"] = selectors[0]
+    if len(selectors) > 1:
+        options["fallback_strategy"] = [{"label_selector": s} for s in selectors[1:]]
+    return options

@@ -74,6 +74,7 @@ class Link:
         self.idle = asyncio.Event()
         self.idle.set()
         self.unplaceable = False
+        self.waiting = 0  # senders blocked for room: they will still queue here
         self.sent = self.delivered = self.dead = self.resent = self.duplicates = 0
         self.dropped: dict[str, int] = {}
         self.peak = 0
@@ -122,7 +123,13 @@ class Link:
                 break
             assert isinstance(decision, Wait)
             self.room.clear()
-            await self.room.wait()
+            self.waiting += 1
+            try:
+                await self.room.wait()
+            finally:
+                self.waiting -= 1
+                if not self.waiting and not self.queue and not self.pushing:
+                    self.idle.set()
         return self._enqueue(-int(message.qos), message)
 
     def reject(self, reason: str) -> asyncio.Future:
@@ -146,8 +153,8 @@ class Link:
         self._settled()
 
     async def drained(self) -> None:
-        """Return once nothing is queued or in flight."""
-        while self.queue or self.pushing:
+        """Return once nothing is queued, in flight, or about to be queued by a blocked sender."""
+        while self.queue or self.pushing or self.waiting:
             self.idle.clear()
             await self.idle.wait()
 

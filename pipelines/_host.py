@@ -3,7 +3,7 @@
 The one place that turns the operator contract into behaviour, shared by the
 local runner (``pipelines.testing``) and the Ray actors (``pipelines._actor``):
 checks inputs, calls ``process`` / ``on_tick`` / ``poll``, stamps outputs
-(producer, version, part, ingest time at sources), dead-letters exceptions and
+(producer, replica version, part, ingest time at sources), dead-letters exceptions and
 malformed messages, and de-duplicates at sinks by ``(source, seq, part)``.
 """
 
@@ -40,10 +40,19 @@ class Host:
     """One replica of one operator: the contract applied to every call."""
 
     def __init__(
-        self, spec: OperatorSpec, replica: int, ctx: Context, *, wall: Callable[[], int]
+        self,
+        spec: OperatorSpec,
+        replica: int,
+        ctx: Context,
+        *,
+        wall: Callable[[], int],
+        version: str | None = None,
     ) -> None:
         self.spec = spec
         self.op = spec.operator
+        #: What outputs record in ``meta.version``: the operator's code version unless the
+        #: runtime names the replica's whole version (code + model + config).
+        self.version = str(self.op.version) if version is None else version
         self.replica = spec.replica_ids()[replica]
         self.ctx = ctx
         self.wall = wall
@@ -155,7 +164,7 @@ class Host:
             part = msg.part
             if parent is not None and len(outs) > 1:
                 part = parent.part * PART_SPAN + i
-            meta = replace(msg.meta, producer=self.spec.name, version=str(self.op.version))
+            meta = replace(msg.meta, producer=self.spec.name, version=self.version)
             stamped.append((port, replace(msg, part=part, meta=meta)))
         return stamped
 

@@ -9,6 +9,11 @@ starts the sources and waits until every sink has seen the end of every source
 it depends on, or until ``stop()``, Ctrl-C, SIGTERM or ``timeout_s``. Stopping is
 graceful: sources stop, what is in flight drains, sinks flush, actors exit, and
 the summary is returned and printed.
+
+Each run also starts its rollout controller (``pipelines._rollout``), through
+which ``rollout()`` here, ``edgeray rollout`` and any other process move the
+replicas of a running operator to a new version; replicas a rollout stopped
+still count in the summary.
 """
 
 from __future__ import annotations
@@ -20,15 +25,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import ray
 
-from pipelines._actor import OperatorActor, RunConfig
+from cluster.rollout import ReplicaVersion
+from pipelines._actor import OperatorActor, RunConfig, actor_options
 from pipelines._errors import RuntimeFailure
-from pipelines._graph import OperatorSpec, Pipeline
-from pipelines._placement import Node, Placement
+from pipelines._graph import Pipeline
+from pipelines._placement import Node
 from pipelines._plan import TOPIC_NAMESPACE, make_plan, topic_actor_name
+from pipelines._rollout import (
+    ROLLOUT_NAMESPACE,
+    RolloutController,
+    RolloutRequest,
+    controller_name,
+    rollout,
+)
 from pipelines._summary import EdgeAccount, RunSummary
 from pipelines._topics import TopicBroker
 
@@ -67,32 +81,6 @@ def connect(address: str | None = None) -> None:
         ) from err
 
 
-def actor_options(spec: OperatorSpec, replica: int, name: str, namespace: str) -> dict[str, Any]:
-    """Ray actor options for one replica: name, restarts, resources, label selector."""
-    needs = spec.operator.resources
-    options: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "max_restarts": -1,
-        "max_task_retries": 0,
-        "max_concurrency": 1000,
-        "num_cpus": needs.num_cpus,
-    }
-    if needs.memory:
-        options["memory"] = needs.memory
-    if needs.num_gpus:
-        options["num_gpus"] = needs.num_gpus
-    if needs.custom:
-        options["resources"] = dict(needs.custom)
-    placement = spec.replica_placement(replica) or Placement()
-    selectors = placement.selectors()
-    if selectors[0]:
-        options["label_selector"] = selectors[0]
-    if len(selectors) > 1:
-        options["fallback_strategy"] = [{"label_selector": s} for s in selectors[1:]]
-    return options
-
-
 class Runtime:
     """One run of one pipeline on Ray; ``run()`` returns its ``RunSummary``."""
 
@@ -114,6 +102,7 @@ class Runtime:
         self.on_progress = on_progress
         self.actors: dict[str, Any] = {}
         self.brokers: dict[str, Any] = {}
+        self.controller: Any = None
         self.unplaceable: list[str] = []
         self._stop = threading.Event()
         self._stopped_by = "end-of-stream"
@@ -131,7 +120,10 @@ class Runtime:
         connect(self.address)
         self.p.validate(live_nodes() if nodes is None else nodes)
         plan = make_plan(self.p)
-        config = RunConfig(namespace=self.namespace, event_time=self.p.time == "event")
+        versions = {s.name: ReplicaVersion.of(s.operator).label for s in self.p.specs.values()}
+        config = RunConfig(
+            namespace=self.namespace, event_time=self.p.time == "event", versions=versions
+        )
         remote = ray.remote(OperatorActor)
         for spec in self.p.specs.values():
             for r in plan.replicas[spec.name]:
@@ -139,6 +131,11 @@ class Runtime:
                 self.actors[r.actor] = remote.options(**options).remote(self.p, r.actor, config)
         self.placed = self._wait_placed()
         self._subscribe_topics()
+        self._start_controller(replace(config, unplaceable=frozenset(self.unplaceable)))
+
+    def rollout(self, request: RolloutRequest, timeout_s: float | None = None) -> dict[str, Any]:
+        """Roll ``request`` out in this running pipeline; its record once it ended."""
+        return rollout(self.p.name, request, timeout_s=timeout_s)
 
     def start(self) -> None:
         self._started = time.perf_counter()
@@ -170,7 +167,7 @@ class Runtime:
         self._unsubscribe_topics()
         try:
             finishing = [a.finish.remote() for a in live.values()]
-            stats = ray.get(finishing, timeout=self.drain_timeout_s)
+            stats = ray.get(finishing, timeout=self.drain_timeout_s) + self._retired_stats()
         except ray.exceptions.GetTimeoutError as err:
             self._kill_all()
             raise RuntimeFailure(
@@ -182,12 +179,39 @@ class Runtime:
         return self._summary(stats, duration)
 
     def _kill_all(self) -> None:
-        for actor in self.actors.values():
+        for actor in {**self.actors, **self._live()}.values():
             ray.kill(actor, no_restart=True)
+        if self.controller is not None:
+            ray.kill(self.controller, no_restart=True)
+            self.controller = None
+
+    def _start_controller(self, config: RunConfig) -> None:
+        options = {"name": controller_name(self.p.name), "namespace": ROLLOUT_NAMESPACE,
+                   "num_cpus": 0, "max_concurrency": 16}  # fmt: skip
+        try:
+            ray.get_actor(options["name"], namespace=ROLLOUT_NAMESPACE)
+        except ValueError:
+            pass
+        else:
+            raise RuntimeFailure(
+                f"a pipeline called {self.p.name!r} is already running on this cluster; stop "
+                "it first, or give this one another name (rollouts find a pipeline by name)"
+            )
+        remote = ray.remote(RolloutController).options(**options)
+        self.controller = remote.remote(self.p, config, self.placed)
+
+    def _retired_stats(self) -> list[dict]:
+        if self.controller is None:
+            return []
+        return ray.get(self.controller.retired_stats.remote())
 
     # -- internals ------------------------------------------------------------------
     def _live(self) -> dict[str, Any]:
-        return {n: a for n, a in self.actors.items() if n not in self.unplaceable}
+        """Every replica running now: rollouts replace some of those ``deploy`` started."""
+        if self.controller is None:
+            return {n: a for n, a in self.actors.items() if n not in self.unplaceable}
+        names = ray.get(self.controller.actors.remote())
+        return {n: self.actors.get(n) or ray.get_actor(n, namespace=self.namespace) for n in names}
 
     def _wait_placed(self) -> dict[str, dict]:
         refs = {a.ready.remote(): name for name, a in self.actors.items()}
@@ -258,7 +282,7 @@ class Runtime:
             if self._stop.is_set() and not stop_sent:
                 stop_sent = True
                 drain_deadline = time.monotonic() + self.drain_timeout_s
-                ray.get([a.stop.remote() for a in live.values()])
+                ray.get([a.stop.remote() for a in self._live().values()])
             if stop_sent and time.monotonic() > drain_deadline:
                 log.error(
                     "%s did not drain within %.0f s of the stop; finishing without it",
