@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,15 +43,21 @@ PAD_VALUE = 114
 #: traffic light, stop sign.
 COCO_OF_INTEREST = (0, 1, 2, 3, 5, 7, 9, 11)
 
-#: What ``ObjectDetector`` needs of its model.
-YOLOX_SIGNATURE = ModelSignature(
-    input_name="images",
-    shape=(1, 3, INPUT_SIZE, INPUT_SIZE),
-    dtype="float32",
-    output_name="output",
-    output_shape=(1, None, 85),
-    preprocessing="letterbox to 416x416 top-left, pad 114, BGR, float32 0-255, NCHW",
-)
+
+def yolox_signature(size: int = INPUT_SIZE, num_classes: int = 80) -> ModelSignature:
+    """The signature of a YOLOX-layout model: ``[1, 3, size, size]`` in, ``[1, N, 5 + C]`` out."""
+    return ModelSignature(
+        input_name="images",
+        shape=(1, 3, size, size),
+        dtype="float32",
+        output_name="output",
+        output_shape=(1, None, 5 + num_classes),
+        preprocessing=f"letterbox to {size}x{size} top-left, pad 114, BGR, float32 0-255, NCHW",
+    )
+
+
+#: What ``ObjectDetector`` needs of its model by default (YOLOX-nano, COCO's 80 classes).
+YOLOX_SIGNATURE = yolox_signature()
 
 #: The detections of one frame (also what ``ObjectDetector`` emits).
 DETECTIONS_SCHEMA = {
@@ -110,14 +116,16 @@ def postprocess(
     classes: Iterable[int] | None = None,
     max_detections: int = 100,
     image_size: tuple[int, int] | None = None,
+    size: int = INPUT_SIZE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(boxes float32 Nx4 xyxy, scores float32 N, classes int32 N)`` in original pixels.
 
     Each grid cell keeps its best class; ``classes`` (``None``: all) filters
     them; boxes are divided by the letterbox ratio ``r`` (and clipped to
-    ``image_size`` = ``(height, width)`` when given); NMS is per class.
+    ``image_size`` = ``(height, width)`` when given); NMS is per class. ``size``: the
+    model's input side.
     """
-    boxes, scores = decode(output)
+    boxes, scores = decode(output, size)
     best = scores.argmax(axis=1)
     score = scores[np.arange(len(best)), best]
     keep = score >= score_threshold
@@ -166,9 +174,12 @@ class ObjectDetector(Operator):
       (default 0.3), ``nms_iou`` (0.45), ``classes``: COCO ids to keep (default
       ``COCO_OF_INTEREST``; ``None``: all 80), ``max_detections`` (100),
       ``intra_op_threads``: ONNX Runtime threads (1; declare as many CPUs in
-      the pipeline when raising it), ``keep_image``, ``carry``.
+      the pipeline when raising it), ``keep_image``, ``carry``. Another model in
+      the YOLOX layout: ``input_size`` (416) and ``num_classes`` (80), e.g. the
+      project's simulator detector (``models/artifacts/sim-detector``) with
+      ``num_classes=3, classes=None``.
 
-    ``signature`` is the model it needs (``YOLOX_SIGNATURE``); ``setup`` refuses
+    ``signature`` is the model it needs (``YOLOX_SIGNATURE`` by default); ``setup`` refuses
     a model that does not fit it (``SignatureMismatch``) and a file that is not
     ONNX (``NotAnOnnxModel``), naming the file. Stateless between frames.
 
@@ -183,7 +194,7 @@ class ObjectDetector(Operator):
     inputs = (Port("camera", {"image": Field("uint8", (None, None, 3))}),)
     outputs = (Port("detections", DETECTIONS_SCHEMA),)
     resources = Resources(num_cpus=1.0)
-    signature: ClassVar[ModelSignature] = YOLOX_SIGNATURE
+    signature: ModelSignature = YOLOX_SIGNATURE
 
     def __init__(
         self,
@@ -196,6 +207,8 @@ class ObjectDetector(Operator):
         intra_op_threads: int = 1,
         keep_image: bool = False,
         carry: tuple[str, ...] = ("frame", "P2", "R0_rect", "Tr_velo_to_cam"),
+        input_size: int = INPUT_SIZE,
+        num_classes: int = 80,
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -207,6 +220,8 @@ class ObjectDetector(Operator):
         self.intra_op_threads = int(intra_op_threads)
         self.keep_image = keep_image
         self.carry = tuple(carry)
+        self.input_size = int(input_size)
+        self.signature = yolox_signature(self.input_size, int(num_classes))
         self._session: Any = None
         self.manifest: Manifest | None = None  # the registry version in use, after setup
         self._name = type(self).__name__
@@ -242,7 +257,7 @@ class ObjectDetector(Operator):
         """``(boxes, scores, classes)`` of one BGR image (after ``setup``)."""
         if self._session is None:
             raise OperatorError("detect() before setup(ctx) opened the model", operator=self._name)
-        blob, r = letterbox(image, INPUT_SIZE)
+        blob, r = letterbox(image, self.input_size)
         (output,) = self._session.run(
             [self.signature.output_name], {self.signature.input_name: blob}
         )
@@ -254,6 +269,7 @@ class ObjectDetector(Operator):
             classes=self.classes,
             max_detections=self.max_detections,
             image_size=image.shape[:2],
+            size=self.input_size,
         )
 
     def process(self, port: str, message: Message) -> Outputs:
