@@ -61,6 +61,7 @@ class SimFrame:
     classes: np.ndarray  # int32 N, index into CLASSES
     visible: np.ndarray  # float32 N
     distances: np.ndarray  # float32 N
+    object_ids: np.ndarray  # int32 N, the scenario's actor / sign ids
 
     @property
     def dont_care(self) -> np.ndarray:
@@ -96,7 +97,7 @@ def sim_frames(
                     t = message.truth
                     yield SimFrame(name, seed, held_out, int(message.payload["frame"]),
                                    message.payload["image"], t["boxes"], t["classes"],
-                                   t["visible"], t["distances"])  # fmt: skip
+                                   t["visible"], t["distances"], t["object_ids"])  # fmt: skip
 
 
 # -- Parquet --------------------------------------------------------------------------------
