@@ -14,7 +14,12 @@ Never imports Ray: the rounds on the fleet live in ``cluster.federated``.
 from models.federated._errors import BadUpdate, FederatedError, NotEnoughClients
 from models.federated.attacks import PoisonedTrainer
 from models.federated.numpy_mlp import MLPTrainer, export_onnx
-from models.federated.partition import dirichlet_partition, train_test_split
+from models.federated.partition import (
+    dirichlet_partition,
+    read_partition,
+    train_test_split,
+    write_partition,
+)
 from models.federated.privacy import epsilon, noise_multiplier_for
 from models.federated.secagg import MaskingClient, SecureSum
 from models.federated.strategies import (
@@ -65,5 +70,7 @@ __all__ = [
     "make_strategy",
     "nbytes",
     "noise_multiplier_for",
+    "read_partition",
     "train_test_split",
+    "write_partition",
 ]

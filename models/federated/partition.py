@@ -9,6 +9,9 @@ True
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import numpy as np
 
 from models.federated._errors import FederatedError
@@ -55,3 +58,32 @@ def train_test_split(
     order = np.random.default_rng(seed).permutation(num_samples)
     n_test = round(test_fraction * num_samples)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+PARTITION_FILE = "partition.npz"
+
+
+def write_partition(
+    directory: str | os.PathLike,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> pathlib.Path:
+    """Store one client's ``(images, labels)`` train and test splits in ``directory``."""
+    path = pathlib.Path(directory) / PARTITION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1])
+    return path
+
+
+def read_partition(
+    directory: str | os.PathLike,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``(train, test)`` as written by ``write_partition``; a clear error when absent."""
+    path = pathlib.Path(directory) / PARTITION_FILE
+    if not path.is_file():
+        raise FederatedError(
+            f"no local data partition at {str(path)!r}; write one on this node with "
+            "models.federated.write_partition (or `edgeray federate` on a spec with [data])"
+        )
+    with np.load(path) as f:
+        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])

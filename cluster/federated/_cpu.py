@@ -1,0 +1,74 @@
+"""A bounded CPU share for trainers that run beside a live pipeline on the same node.
+
+Ray's ``num_cpus`` is bookkeeping only: it does not stop a numpy, OpenMP, ONNX
+Runtime or OpenCV thread pool from taking every core. A trainer therefore also
+caps those pools and lowers its own scheduling priority (``os.nice``), so the
+live pipeline's operators win the CPU whenever both want it.
+
+The thread caps of BLAS / OpenMP pools are read once, when the library loads:
+``trainer_env`` goes into the actor's ``runtime_env`` so they hold before the
+worker imports numpy; ``bound_cpu_share`` applies what can still change at run
+time (OpenCV, PyTorch, niceness).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """How much of a node a trainer may take: ``threads`` per pool, ``niceness`` added (0-19)."""
+
+    threads: int = 1
+    niceness: int = 10
+    num_cpus: float = 0.25
+
+
+def trainer_env(share: CpuShare) -> dict[str, str]:
+    """Environment variables that cap BLAS / OpenMP pools (for an actor's ``runtime_env``).
+
+    >>> trainer_env(CpuShare(threads=2))["OMP_NUM_THREADS"]
+    '2'
+    """
+    return dict.fromkeys(_THREAD_VARS, str(share.threads))
+
+
+def bound_cpu_share(share: CpuShare) -> dict[str, int]:
+    """Apply ``share`` to this process: thread caps that still can change, and lower priority.
+
+    Returns what holds afterwards (``niceness``, ``threads``) so a caller can report it.
+    """
+    os.environ.update(trainer_env(share))
+    import cv2
+
+    cv2.setNumThreads(share.threads)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(share.threads)
+    current = os.nice(0)
+    if share.niceness > current:
+        os.nice(share.niceness - current)
+    return {"niceness": os.nice(0), "threads": share.threads}
+
+
+def ort_options(share: CpuShare):
+    """ONNX Runtime session options within ``share`` (for a trainer that runs an ONNX model)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = share.threads
+    options.inter_op_num_threads = 1
+    return options
