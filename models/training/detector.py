@@ -31,22 +31,24 @@ Run (the ``[train]`` extra; CPU or CUDA)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models._errors import DatasetError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Output strides, as YOLOX.
 STRIDES = (8, 16, 32)
@@ -110,76 +112,93 @@ class DetectionData:
 
 
 # -- model ----------------------------------------------------------------------------------
-def _conv(c_in: int, c_out: int, k: int = 3, s: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False),
-                         nn.BatchNorm2d(c_out), nn.SiLU(inplace=True))  # fmt: skip
+@functools.cache
+def _network() -> type:
+    """The network's classes, defined on first use (importing this module needs no PyTorch)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def _conv(c_in: int, c_out: int, k: int = 3, s: int = 1) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False),
+                             nn.BatchNorm2d(c_out), nn.SiLU(inplace=True))  # fmt: skip
+
+    class _Residual(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(_conv(c, c, 1), _conv(c, c, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.body(x)
+
+    class _Head(nn.Module):
+        """One level's predictions: ``[B, H*W, 5 + C]`` raw (logits for obj and cls)."""
+
+        def __init__(self, c: int, num_classes: int) -> None:
+            super().__init__()
+            self.stem = _conv(c, c, 1)
+            self.reg = nn.Sequential(_conv(c, c), nn.Conv2d(c, 5, 1))
+            self.cls = nn.Sequential(_conv(c, c), nn.Conv2d(c, num_classes, 1))
+            prior = -math.log((1 - 0.01) / 0.01)
+            nn.init.constant_(self.reg[-1].bias[4], prior)
+            nn.init.constant_(self.cls[-1].bias, prior)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            out = torch.cat([self.reg(x), self.cls(x)], dim=1)
+            return out.flatten(2).transpose(1, 2)
+
+    class TinyDetector(nn.Module):
+        """A small YOLOX-layout detector (about 0.5 M parameters).
+
+        ``forward(images)`` takes BGR 0-255 float ``[B, 3, S, S]`` and returns ``[B, N, 5 + C]``:
+        raw logits in training, obj / cls sigmoid-ed when ``export`` is set (the ONNX layout).
+        """
+
+        def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 48, 64, 96)) -> None:
+            super().__init__()
+            w0, w1, w2, w3, w4 = widths
+            neck = w2
+            self.num_classes = num_classes
+            self.export = False
+            self.stem = nn.Sequential(_conv(3, w0, 3, 2), _conv(w0, w1, 3, 2), _Residual(w1))
+            self.dark3 = nn.Sequential(_conv(w1, w2, 3, 2), _Residual(w2), _Residual(w2))
+            self.dark4 = nn.Sequential(_conv(w2, w3, 3, 2), _Residual(w3), _Residual(w3))
+            self.dark5 = nn.Sequential(_conv(w3, w4, 3, 2), _Residual(w4))
+            self.lat5, self.lat4, self.lat3 = (
+                _conv(w4, neck, 1),
+                _conv(w3, neck, 1),
+                _conv(w2, neck, 1),
+            )
+            self.smooth4, self.smooth3 = _conv(neck, neck), _conv(neck, neck)
+            self.heads = nn.ModuleList(_Head(neck, num_classes) for _ in STRIDES)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = self.stem(images / 255.0)
+            c3 = self.dark3(x)
+            c4 = self.dark4(c3)
+            c5 = self.dark5(c4)
+            p5 = self.lat5(c5)
+            p4 = self.smooth4(self.lat4(c4) + F.interpolate(p5, scale_factor=2.0, mode="nearest"))
+            p3 = self.smooth3(self.lat3(c3) + F.interpolate(p4, scale_factor=2.0, mode="nearest"))
+            out = torch.cat([head(p) for head, p in zip(self.heads, (p3, p4, p5), strict=True)], 1)
+            if self.export:
+                out = torch.cat([out[..., :4], out[..., 4:].sigmoid()], dim=-1)
+            return out
+
+    return TinyDetector
 
 
-class _Residual(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_conv(c, c, 1), _conv(c, c, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class _Head(nn.Module):
-    """One level's predictions: ``[B, H*W, 5 + C]`` raw (logits for obj and cls)."""
-
-    def __init__(self, c: int, num_classes: int) -> None:
-        super().__init__()
-        self.stem = _conv(c, c, 1)
-        self.reg = nn.Sequential(_conv(c, c), nn.Conv2d(c, 5, 1))
-        self.cls = nn.Sequential(_conv(c, c), nn.Conv2d(c, num_classes, 1))
-        prior = -math.log((1 - 0.01) / 0.01)
-        nn.init.constant_(self.reg[-1].bias[4], prior)
-        nn.init.constant_(self.cls[-1].bias, prior)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        out = torch.cat([self.reg(x), self.cls(x)], dim=1)
-        return out.flatten(2).transpose(1, 2)
-
-
-class TinyDetector(nn.Module):
-    """A small YOLOX-layout detector (about 0.6 M parameters).
-
-    ``forward(images)`` takes BGR 0-255 float ``[B, 3, S, S]`` and returns ``[B, N, 5 + C]``:
-    raw logits in training, obj / cls sigmoid-ed when ``export`` is set (the ONNX layout).
-    """
-
-    def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 48, 64, 96)) -> None:
-        super().__init__()
-        w0, w1, w2, w3, w4 = widths
-        neck = w2
-        self.num_classes = num_classes
-        self.export = False
-        self.stem = nn.Sequential(_conv(3, w0, 3, 2), _conv(w0, w1, 3, 2), _Residual(w1))
-        self.dark3 = nn.Sequential(_conv(w1, w2, 3, 2), _Residual(w2), _Residual(w2))
-        self.dark4 = nn.Sequential(_conv(w2, w3, 3, 2), _Residual(w3), _Residual(w3))
-        self.dark5 = nn.Sequential(_conv(w3, w4, 3, 2), _Residual(w4))
-        self.lat5, self.lat4, self.lat3 = _conv(w4, neck, 1), _conv(w3, neck, 1), _conv(w2, neck, 1)
-        self.smooth4, self.smooth3 = _conv(neck, neck), _conv(neck, neck)
-        self.heads = nn.ModuleList(_Head(neck, num_classes) for _ in STRIDES)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.stem(images / 255.0)
-        c3 = self.dark3(x)
-        c4 = self.dark4(c3)
-        c5 = self.dark5(c4)
-        p5 = self.lat5(c5)
-        p4 = self.smooth4(self.lat4(c4) + F.interpolate(p5, scale_factor=2.0, mode="nearest"))
-        p3 = self.smooth3(self.lat3(c3) + F.interpolate(p4, scale_factor=2.0, mode="nearest"))
-        out = torch.cat([head(p) for head, p in zip(self.heads, (p3, p4, p5), strict=True)], 1)
-        if self.export:
-            out = torch.cat([out[..., :4], out[..., 4:].sigmoid()], dim=-1)
-        return out
+def tiny_detector(num_classes: int) -> nn.Module:
+    """A new ``TinyDetector`` (see ``_network``) for ``num_classes`` classes."""
+    return _network()(num_classes)
 
 
 # -- targets and losses ---------------------------------------------------------------------
 def grid(size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """``(cells [N, 2] (x, y), strides [N])`` of a ``size`` input, YOLOX's row order."""
+    import torch
+
     cells, strides = [], []
     for s in STRIDES:
         n = size // s
@@ -191,6 +210,8 @@ def grid(size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, t
 
 def decode(raw: torch.Tensor, cells: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
     """xyxy boxes ``[B, N, 4]`` of raw predictions (the YOLOX grid decode)."""
+    import torch
+
     centre = (raw[..., :2] + cells) * strides[:, None]
     half = torch.exp(raw[..., 2:4].clamp(max=8.0)) * strides[:, None] / 2
     return torch.cat([centre - half, centre + half], -1)
@@ -198,6 +219,8 @@ def decode(raw: torch.Tensor, cells: torch.Tensor, strides: torch.Tensor) -> tor
 
 def giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Generalised IoU of matching rows of two ``[K, 4]`` xyxy box tensors."""
+    import torch
+
     lt, rb = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
     inter = (rb - lt).clamp(min=0).prod(1)
     area_a, area_b = (a[:, 2:] - a[:, :2]).prod(1), (b[:, 2:] - b[:, :2]).prod(1)
@@ -213,6 +236,8 @@ def assign(
 
     ``targets`` ``[B, M, 7]`` as ``DetectionData.targets`` (after augmentation).
     """
+    import torch
+
     boxes, valid = targets[..., 1:5], targets[..., 6] > 0
     wh = boxes[..., 2:] - boxes[..., :2]
     trainable = valid & (wh[..., 1] >= MIN_TRAIN_HEIGHT) & (targets[..., 5] == 0)
@@ -241,6 +266,8 @@ def loss(
     raw: torch.Tensor, targets: torch.Tensor, cells: torch.Tensor, strides: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """YOLOX-style loss of raw predictions ``[B, N, 5 + C]`` against ``targets``."""
+    import torch.nn.functional as F
+
     raw = raw.float()
     matched, ignored, _ = assign(targets, cells, strides)
     positive = matched >= 0
@@ -271,6 +298,9 @@ def augment_batch(
     [0.75, 1.3] per batch (crop at a random offset when larger), per-image flip,
     contrast, brightness and Gaussian noise.
     """
+    import torch
+    import torch.nn.functional as F
+
     dev = images.device
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
@@ -324,9 +354,12 @@ def train(
 ) -> tuple[nn.Module, dict]:
     """Train a ``TinyDetector`` for ``minutes`` of wall time (cosine LR over that time) or
     ``max_epochs``, whichever ends first; returns the EMA model and a record of the run."""
+    import torch
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    model = TinyDetector(len(data.class_names)).to(device)
+    model = tiny_detector(len(data.class_names)).to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     images = torch.from_numpy(data.images).to(device)
@@ -368,6 +401,8 @@ def train(
 
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, size: int = 416) -> Path:
     """Write ``model`` as ONNX (``images`` -> ``output``, YOLOX layout, opset 17)."""
+    import torch
+
     model = model.cpu().eval()
     model.export = True
     try:
@@ -381,19 +416,25 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, size: int = 4
 
 def save_checkpoint(model: nn.Module, record: dict, path: str | os.PathLike[str]) -> None:
     """The trained weights and the run's record (to export or evaluate later)."""
+    import torch
+
     torch.save({"state_dict": model.state_dict(), "record": record}, str(path))
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TinyDetector, dict]:
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict]:
     """A ``TinyDetector`` and its record from ``save_checkpoint``."""
+    import torch
+
     saved = torch.load(str(path), map_location="cpu", weights_only=True)
-    model = TinyDetector(len(saved["record"]["class_names"]))
+    model = tiny_detector(len(saved["record"]["class_names"]))
     model.load_state_dict(saved["state_dict"])
     return model.eval(), saved["record"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train on a dataset file, write ``OUT/detector.pt``, ``OUT/model.onnx``, ``OUT/run.json``."""
+    import torch
+
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("data", help="train.parquet from python -m pipelines.detector_dataset")
     ap.add_argument("out", help="output folder")
@@ -417,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           batch_size=args.batch_size, seed=args.seed,
                           device=args.device)  # fmt: skip
     record["machine"] = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    record["torch"] = torch.__version__
+    record["torch"] = str(torch.__version__)
     save_checkpoint(model, record, out / "detector.pt")
     (out / "run.json").write_text(json.dumps(record, indent=1))
     export_onnx(model, out / "model.onnx", size=record["input_size"])
