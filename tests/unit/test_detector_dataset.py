@@ -7,6 +7,7 @@ import json
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -87,3 +88,28 @@ def test_held_out_frames_differ_from_training_ones():
 
     assert held.held_out and not train.held_out
     assert not np.array_equal(train.image, held.image)
+
+
+def test_the_training_reader_sees_what_the_writer_wrote(tmp_path, frames):
+    from models.training.detector import MIN_TRAIN_VISIBLE, DetectionData  # needs no torch
+
+    write_parquet(tmp_path / "d.parquet", iter(frames))
+    data = DetectionData.read(tmp_path / "d.parquet")
+
+    assert data.images.shape == (len(frames), 234, 416, 3) and data.class_names == CLASSES
+    for target, f in zip(data.targets, frames, strict=True):
+        rows = target[target[:, 6] > 0]
+        assert rows[:, 0].tolist() == f.classes.tolist()
+        np.testing.assert_allclose(rows[:, 1:5], f.boxes * TRAIN_SCALE, atol=1e-3)
+        hidden = (f.visible < MIN_TRAIN_VISIBLE) & (f.classes != SIGN)
+        assert rows[:, 5].astype(bool).tolist() == hidden.tolist()
+
+
+def test_the_training_reader_names_missing_columns(tmp_path):
+    from models._errors import DatasetError
+    from models.training.detector import DetectionData
+
+    pq.write_table(pa.table({"image": [b""]}), tmp_path / "bad.parquet")
+
+    with pytest.raises(DatasetError, match=r"lacks column\(s\) \['boxes', 'classes'"):
+        DetectionData.read(tmp_path / "bad.parquet")
