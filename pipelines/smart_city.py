@@ -1,0 +1,180 @@
+"""The ``smart-city`` pipeline: roadside units count traffic and drive a SUMO city's signals.
+
+``SumoCity`` (on the hub: the city itself) steps Eclipse SUMO and emits, per
+intersection, the detector readings its roadside unit would have, plus air quality.
+Each roadside unit (``edge.role=rsu``, labelled ``edge.intersection.<id>=true`` for every
+junction it serves) runs, keyed by unit: ``IoTDeviceManager`` (sensor registry,
+heartbeats, garbage rejected with a counted reason) → ``QueueFlowEstimator`` →
+``TrafficSignalController`` (the ``policy`` parameter: ``fixed``, ``webster`` or
+``max-pressure``), whose commands go back into the simulator over a **feedback** edge,
+plus ``PublicSafety`` (a blocked lane → incident alert and a clearance plan for the
+controller) and ``EnvironmentalMonitor`` (PM2.5 / NO2 episodes). The hub
+(``edge.role=hub``) runs ``CityCoordinator`` (common cycle and green-wave offsets along
+the west-east peak axis, sent to the controllers), ``AlertSystem`` (de-duplicates and
+escalates every alert) and three Parquet sinks under ``out_dir``: ``dashboard`` (one
+row per intersection and step: queue, arrivals, phase, mode, policy), ``alert_log`` and
+``status_log`` (the city's totals and the decision latency per step).
+
+A roadside unit that goes away takes its controllers with it; the simulator then hands
+those junctions back to SUMO's fixed-time program after ``command_timeout_s`` simulated
+seconds and raises ``controller_lost``, while the other units keep adapting.
+
+Time: the pipeline runs on the simulator's event time. ``realtime=True`` polls the
+simulator ``rate_hz`` times per wall second (``rate_hz * step_s`` simulated seconds per
+wall second) and sensor edges drop the oldest reading when a unit falls behind (never
+stalling the city); ``realtime=False`` runs as fast as the loop allows, losslessly
+(``pipelines.testing.run_local`` drives it in one process, as ``bench.smart_city`` does).
+
+>>> p = build(out_dir="out/city")
+>>> p.validate()
+>>> sorted(p.specs["control"].keys)
+['rsu-center', 'rsu-east', 'rsu-west']
+>>> dict(p.specs["control"].keys["rsu-west"].selector)["edge.intersection.A0"]
+'true'
+>>> [e.name for e in p.edges if e.feedback]
+['control.commands->sim.commands']
+>>> build(units={"rsu-1": ("A0", "Q7")})
+Traceback (most recent call last):
+...
+pipelines._errors.ValidationError: pipeline 'smart-city' is invalid:
+  - units names intersections ['Q7'] that are not signalised junctions of the network; ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from operators import Operator, Resources
+from operators.city import (
+    AlertSystem,
+    CityCoordinator,
+    EnvironmentalMonitor,
+    Episode,
+    Incident,
+    IoTDeviceManager,
+    PublicSafety,
+    QueueFlowEstimator,
+    Scenario,
+    SumoCity,
+    TrafficSignalController,
+    UnknownIntersection,
+)
+from operators.city.scenario import ScenarioFiles
+from operators.parquet_sink import ParquetSink
+from pipelines._errors import ValidationError
+from pipelines._graph import Pipeline
+
+HUB = {"edge.role": "hub"}
+#: The default split of the 3x3 grid: one roadside unit per column (west to east).
+UNITS: Mapping[str, tuple[str, ...]] = {
+    "rsu-west": ("A0", "A1", "A2"),
+    "rsu-center": ("B0", "B1", "B2"),
+    "rsu-east": ("C0", "C1", "C2"),
+}
+#: The simulator steps SUMO in-process: most of the hub's CPU.
+SIM = Resources(num_cpus=0.5)
+
+
+def unit_selector(intersections: Sequence[str]) -> dict[str, str]:
+    """The label selector of the roadside node that serves ``intersections``."""
+    return {"edge.role": "rsu", **{f"edge.intersection.{j}": "true" for j in intersections}}
+
+
+def build(
+    *,
+    scenario: Scenario | None = None,
+    files: ScenarioFiles | None = None,
+    policy: str = "max-pressure",
+    units: Mapping[str, Sequence[str]] | None = None,
+    out_dir: str | os.PathLike[str] = "out/city",
+    realtime: bool = True,
+    rate_hz: float = 10.0,
+    end_s: float | None = None,
+    command_timeout_s: float = 10.0,
+    incidents: Sequence[Incident] = (),
+    episodes: Sequence[Episode] = (),
+    statistics: str | os.PathLike[str] | None = None,
+    alert_rows_per_file: int = 50,
+) -> Pipeline:
+    """The smart-city pipeline over ``scenario`` (default: the 3x3 grid, moderate demand).
+
+    ``policy``: the controllers' policy. ``units``: roadside unit -> the intersections it
+    serves (an id the network lacks is a ``ValidationError``). ``out_dir``: where the hub's
+    Parquet sinks write. ``realtime`` / ``rate_hz``: see the module doc. ``end_s``,
+    ``command_timeout_s``, ``incidents``, ``episodes``, ``statistics``: passed to
+    ``SumoCity``. ``files``: already generated scenario files (else generated on the hub).
+    """
+    scenario = scenario or Scenario()
+    units = {u: tuple(js) for u, js in (units or UNITS).items()}
+    serving = {j: u for u, js in units.items() for j in js}
+    sim = SumoCity(
+        scenario,
+        files=files,
+        units=serving,
+        end_s=end_s,
+        command_timeout_s=command_timeout_s,
+        incidents=incidents,
+        episodes=episodes,
+        statistics=statistics,
+    )
+    try:
+        sim.validate_units()
+    except UnknownIntersection as err:
+        raise ValidationError("smart-city", [str(err).replace("SumoCity units", "units")]) from err
+    sim.resources = SIM
+    keys = {u: unit_selector(js) for u, js in units.items()}
+    sensors = "drop-oldest" if realtime else "block"
+    out = os.fspath(out_dir)
+
+    p = Pipeline("smart-city", time="event")
+    p.source("sim", sim, rate_hz=rate_hz if realtime else None, placement=HUB)
+    for name, op in {
+        "devices": IoTDeviceManager(),
+        "estimate": QueueFlowEstimator(),
+        "control": TrafficSignalController(policy=policy),
+        "safety": PublicSafety(),
+        "env": EnvironmentalMonitor(),
+    }.items():
+        p.operator(name, op, key_by="unit", keys=keys)
+    p.operator("coord", CityCoordinator(), placement=HUB)
+    p.operator("alerts", AlertSystem(), placement=HUB)
+    for name, rows in {
+        "dashboard": 1000,
+        "alert_log": alert_rows_per_file,
+        "status_log": 200,
+    }.items():
+        p.sink(
+            name, _light(ParquetSink(os.path.join(out, name), rows_per_file=rows)), placement=HUB
+        )
+
+    # the city's sensors into each roadside unit
+    p.connect("sim.readings", "devices.readings", policy=sensors, window=32)
+    p.connect("sim.air", "devices.air", policy=sensors, window=32)
+    p.connect("devices.readings", "estimate.readings", policy=sensors, window=32)
+    p.connect("devices.air", "env.air", policy=sensors, window=32)
+    # estimate → control → back into the city; incidents switch a junction to clearance
+    p.connect("estimate.state", "control.state", policy=sensors, window=32)
+    p.connect("estimate.state", "safety.state", policy=sensors, window=32)
+    p.connect("safety.clearance", "control.clearance", window=8)
+    p.connect("control.commands", "sim.commands", policy="drop-oldest", window=64, feedback=True)
+    # the hub: coordination, alerts, the dashboard
+    p.connect("estimate.summary", "coord.state", policy="drop-oldest", window=32)
+    p.connect("coord.plan", "control.plan", window=16)
+    for src in ("sim.alerts", "devices.alerts", "safety.alerts", "env.alerts"):
+        p.connect(src, "alerts.alerts", window=16)
+    p.connect("alerts.records", "alert_log.in", window=16)
+    p.connect("control.decisions", "dashboard.in", policy=sensors, window=64)
+    p.connect("sim.status", "status_log.in", policy=sensors, window=32)
+    return p
+
+
+def _light(op: Operator) -> Operator:
+    op.resources = Resources(num_cpus=0.05)
+    return op
+
+
+if __name__ == "__main__":  # `python pipelines/smart_city.py`, also a Ray job's entrypoint
+    from pipelines import launch
+
+    launch(build)
