@@ -242,6 +242,8 @@ __all__ = [
     "MIN_HEIGHT_PX",
     "MIN_VISIBLE",
     "SCHEMA",
+    "SIGN",
+    "TRAIN_SCALE",
     "SimFrame",
     "dont_care",
     "kitti_label_lines",
