@@ -84,7 +84,7 @@ VEHICLE_GPU = {"edge.role": "vehicle", "edge.accel": "gpu"}
 HUB = {"edge.role": "hub"}
 #: The project's own detector for the simulator's world, and its ``ObjectDetector`` parameters.
 SIM_DETECTOR = str(PROJECT_ROOT / "models" / "artifacts" / "sim-detector" / "model.onnx")
-SIM_DETECTOR_OPTIONS: Mapping[str, Any] = {"classes": None}
+SIM_DETECTOR_OPTIONS: Mapping[str, Any] = {"num_classes": 3, "classes": None}
 #: The hub's recorders: sink name -> the output port it records (the recorder's input port is
 #: named after it, so ``Replay`` plays it back on that port). One sink per stream: a sink
 #: de-duplicates by ``(source, seq, part)``, which a derived message shares with its input

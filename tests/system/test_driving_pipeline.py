@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import pytest
 import ray
 
-from operators.driving import PinholeCamera
 from operators.recording import read_recording
 from pipelines._plan import TOPIC_NAMESPACE, topic_actor_name
 from pipelines._runtime import Runtime
-from pipelines.autonomous_driving import RECORDED, V2V_TOPIC, build
+from pipelines.autonomous_driving import PERCEPTION_RECORDED, RECORDED, V2V_TOPIC, build
 
 pytestmark = pytest.mark.system
 
-VEHICLE_OPS = {"sim", "safety", "decide", "control", "v2v"}
+VEHICLE_OPS = {"sim", "safety", "decide", "control", "v2v", "lanes", "detect", "fusion"}
+HUB_OPS = {*RECORDED, *PERCEPTION_RECORDED, "camera_log", "annotate", "video"}
 
 
 def test_driving_pipeline_brakes_for_the_lead_on_the_fleet(ray_cluster, tmp_path):
@@ -30,9 +31,8 @@ def test_driving_pipeline_brakes_for_the_lead_on_the_fleet(ray_cluster, tmp_path
         "lead_emergency_brake",
         out_dir=tmp_path,
         realtime=False,  # as fast as the loop allows: the simulator is paced by back-pressure
-        camera_hz=1.0,  # nothing looks at images yet; rendering is the simulator's slow part
-        camera=PinholeCamera(width=64, height=36, focal=48.0),
-        perception=False,
+        camera_hz=5.0,  # perception on every frame; rendering and detection are the slow parts
+        video_hz=5.0,
     )
     runtime = Runtime(p)
     try:
@@ -44,7 +44,7 @@ def test_driving_pipeline_brakes_for_the_lead_on_the_fleet(ray_cluster, tmp_path
     roles = {name.split("/")[1].split("#")[0]: info["labels"]["edge.role"]
              for name, info in runtime.placed.items()}  # fmt: skip
     assert roles == {**dict.fromkeys(VEHICLE_OPS, "vehicle"),
-                     **dict.fromkeys([*RECORDED, "camera_log"], "hub")}  # fmt: skip
+                     **dict.fromkeys(HUB_OPS, "hub")}  # fmt: skip
 
     assert summary.stopped_by == "end-of-stream"
     assert summary.unplaceable == [] and summary.dead_lettered == {}
@@ -64,3 +64,12 @@ def test_driving_pipeline_brakes_for_the_lead_on_the_fleet(ray_cluster, tmp_path
     assert min(m.truth["gap"] for m in ego) > 0
     assert ego[-1].truth["speed"] < ego[0].truth["speed"] - 5.0  # the brakes acted on the sim
     assert summary.sinks["emergencies"] > 0 and summary.sinks["safety_events"] > 0
+    # perception ran on every frame: lanes steered, fused objects carry distances, video written
+    assert any("lane keeping" in m.payload["reason"] for m in commands)
+    assert max(abs(m.truth["lateral_offset"]) for m in ego) < 0.5
+    objects = [m for _, m in read_recording(tmp_path / "objects")]
+    frames = summary.edges["sim.camera->detect.camera"].sent
+    assert len(objects) == summary.sinks["objects"] == frames > 0
+    lead = [o.payload["distance_m"][o.payload["classes"] == 0] for o in objects]
+    assert sum(bool(np.isfinite(d).any()) for d in lead) > frames // 2  # the lead, with lidar
+    assert summary.sinks["video"] == frames and list((tmp_path / "video").glob("*.mp4"))
