@@ -14,6 +14,7 @@
     edgeray models alias NAME ALIAS VERSION
     edgeray models rm REF          remove a version (refused while an alias points at it)
     edgeray eval lanes DIR         lane pixel precision / recall / F1 (TuSimple-style folder)
+    edgeray eval detect DIR        detection precision / recall / AP@0.5 per class (KITTI folder)
 
 ``down``, ``nodes``, ``env``, ``submit`` and ``run`` find the fleet by name (``--fleet``,
 default ``local``) in the state directory: ``--state-dir``, else ``$EDGERAY_STATE_DIR``, else
@@ -100,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _eval_parser(sub) -> None:
     group = sub.add_parser(
-        "eval", help="evaluate the pipeline's models on labelled data: lanes",
+        "eval", help="evaluate the pipeline's models on labelled data: lanes, detect",
         description="evaluate the pipeline's models on labelled data",
     )  # fmt: skip
     esub = group.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
@@ -113,6 +114,27 @@ def _eval_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=5.0,
                    help="pixels: a detected pixel counts within this of a mask pixel")  # fmt: skip
     p.set_defaults(func=cmd_eval_lanes)
+    p = esub.add_parser(
+        "detect", help="object detection precision / recall / AP@0.5 per class",
+        description="KITTI layout: DIR/image_2/*.png with labels of the same name in "
+        "DIR/label_2/*.txt (DontCare ignored)",
+    )  # fmt: skip
+    p.add_argument("dir", help="the dataset folder")
+    p.add_argument("--detector", choices=("sim", "yolox"), default="sim",
+                   help="sim: the project's detector (vehicle / pedestrian / sign); "
+                   "yolox: YOLOX-nano (COCO car/bus/truck: Car, person: Pedestrian)")  # fmt: skip
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="the score at which precision and recall are reported")  # fmt: skip
+    p.set_defaults(func=cmd_eval_detect)
+
+
+def cmd_eval_detect(args: argparse.Namespace) -> int:
+    from pipelines.eval_detect import DETECTORS, evaluate_detections, report
+
+    detector = DETECTORS[args.detector]()
+    print(report(evaluate_detections(args.dir, detector=detector,
+                                     score_threshold=args.score_threshold)))  # fmt: skip
+    return 0
 
 
 def cmd_eval_lanes(args: argparse.Namespace) -> int:
