@@ -58,6 +58,8 @@ from pipelines._routing import Router
 BY_REFERENCE_BYTES = 64 * 1024
 #: End-to-end latency samples a sink keeps for the summary.
 LATENCY_SAMPLES = 100_000
+#: The Ray namespace of rollout controllers (``pipelines._rollout``).
+ROLLOUT_NAMESPACE = "edgeray-rollouts"
 #: Recent processing times a replica keeps for its version's p99 (rollout gates).
 RECENT_SAMPLES = 512
 _EOS_RANK = 1 << 30
@@ -167,8 +169,6 @@ class OperatorActor:
         if incoming is None or reconstructed:
             self.running.set()
         self._spawn(self._run(recover=reconstructed))
-        if reconstructed:  # Ray restarted this replica: carry on without the driver
-            self._start_loops()
 
     # -- called by the driver -------------------------------------------------------
     async def ready(self) -> dict[str, Any]:
@@ -405,8 +405,12 @@ class OperatorActor:
         return handle
 
     async def _run(self, recover: bool) -> None:
-        if recover:
-            await self._recover_eos()
+        if recover:  # Ray restarted this replica: carry on without the driver
+            serving = await self._serving()
+            for op in self.targets:
+                self.targets[op] = list(serving.get(op, self.targets[op]))
+            await self._recover_eos(serving)
+            self._start_loops()
         self._check_done()
         while True:
             await self.running.wait()
@@ -541,12 +545,20 @@ class OperatorActor:
         if ended and (self.stopping or not subscribed):
             self.done.set()
 
-    async def _recover_eos(self) -> None:
+    async def _serving(self) -> dict[str, list[str]]:
+        """The actor serving each slot of every operator now (rollouts replace some)."""
+        try:
+            controller = ray.get_actor(controller_name(self.p.name), namespace=ROLLOUT_NAMESPACE)
+        except ValueError:  # no rollout controller: every slot has its planned actor
+            return {op: [r.actor for r in rs] for op, rs in self.plan.replicas.items()}
+        return await controller.routes.remote()
+
+    async def _recover_eos(self, serving: dict[str, list[str]]) -> None:
         producers = {
-            r.actor
+            actor
             for e in self.p.in_edges(self.spec.name, feedback=False)
-            for r in self.plan.replicas[e.src]
-            if r.actor not in self.config.unplaceable
+            for actor in serving[e.src]
+            if actor not in self.config.unplaceable
         }
         answers = await asyncio.gather(
             *(self._handle(a).eos_delivered_to.remote(self.actor) for a in producers)
@@ -641,3 +653,8 @@ def actor_options(spec: OperatorSpec, replica: int, name: str, namespace: str) -
     if len(selectors) > 1:
         options["fallback_strategy"] = [{"label_selector": s} for s in selectors[1:]]
     return options
+
+
+def controller_name(pipeline: str) -> str:
+    """The name of a run's rollout controller: its pipeline's (one run per name at a time)."""
+    return pipeline

@@ -64,18 +64,19 @@ from cluster.rollout import (
 )
 from models import EdgerayError, ModelRef, ModelResolver
 from operators import Operator
-from pipelines._actor import Incoming, OperatorActor, RunConfig, actor_options
+from pipelines._actor import (
+    ROLLOUT_NAMESPACE,
+    Incoming,
+    OperatorActor,
+    RunConfig,
+    actor_options,
+    controller_name,
+)
 from pipelines._graph import Pipeline
 
-#: The Ray namespace of every pipeline's rollout controller.
-ROLLOUT_NAMESPACE = "edgeray-rollouts"
 STRATEGIES = ("rolling", "blue-green", "canary", "ab")
 #: Seconds a new replica may take to be placed and set up before the rollout is refused.
 START_TIMEOUT_S = 60.0
-
-
-def controller_name(pipeline: str) -> str:
-    return pipeline
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,6 +200,17 @@ class RolloutController:
             }  # fmt: skip
             return {"pipeline": self.p.name, "serving": serving,
                     "rollouts": copy.deepcopy(self.history)}  # fmt: skip
+
+    def routes(self) -> dict[str, list[str]]:
+        """The actor serving each slot of every operator (its planned one where unplaced)."""
+        routes = {}
+        with self.lock:
+            for op, spec in self.p.specs.items():
+                actors = [f"{self.p.name}/{op}#{rid}" for rid in spec.replica_ids()]
+                for s in self.slots[op]:
+                    actors[s.index] = s.actors[s.active]
+                routes[op] = actors
+        return routes
 
     def operators_using(self, model: str) -> list[str]:
         """Operators whose model reference names ``model`` (a model name)."""
@@ -466,15 +478,8 @@ class RayExecutor:
 
     def _routes(self) -> dict[str, list[str]]:
         """The actor serving each slot of every operator downstream of this one."""
-        routes = {}
-        with self.ctl.lock:
-            for e in self.ctl.p.out_edges(self.op):
-                spec = self.ctl.p.specs[e.dst]
-                actors = [f"{self.ctl.p.name}/{e.dst}#{rid}" for rid in spec.replica_ids()]
-                for s in self.ctl.slots[e.dst]:
-                    actors[s.index] = s.actors[s.active]
-                routes[e.dst] = actors
-        return routes
+        routes = self.ctl.routes()
+        return {e.dst: routes[e.dst] for e in self.ctl.p.out_edges(self.op)}
 
     def _names(self, op: str) -> list[str]:
         with self.ctl.lock:
@@ -511,7 +516,9 @@ def _cause(err: BaseException) -> str:
 
 def _show(action: Any) -> str:
     fields = ", ".join(f"{k}={v}" for k, v in asdict(action).items())
-    return f"{time.strftime('%H:%M:%S')} {type(action).__name__}({fields})"
+    now = time.time()
+    stamp = f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
+    return f"{stamp} {type(action).__name__}({fields})"
 
 
 # -- clients ---------------------------------------------------------------------------------
