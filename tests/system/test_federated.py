@@ -179,6 +179,38 @@ def test_a_coordinator_killed_between_rounds_resumes_from_its_checkpoint(fleet, 
     assert load_checkpoint(tmp_path).server_round == 4
 
 
+def test_federate_registers_every_round_and_hands_the_best_to_a_canary(fleet, tmp_path):
+    from models import Registry
+    from pipelines.federate import federate, spec_from_dict
+
+    # prepare: no running pipeline uses the model, so the canary finds no operator to roll
+    _, trainer = fleet
+    spec = spec_from_dict(
+        {
+            "federation": {
+                "model": "fed-test", "nodes": NODES, "data_root": trainer.data_root,
+                "num_classes": CLASSES, "hidden": [8], "rounds": 2, "min_clients": 4,
+                "lr": 0.02, "batch_size": 16, "strategy": "fedprox",
+            },
+            "strategy": {"proximal_mu": 0.01},
+        }
+    )  # fmt: skip
+    registry = Registry(tmp_path / "models")
+
+    # execute
+    result = federate(spec, registry=registry, then="canary", log=lambda _: None)
+
+    # assert
+    versions = registry.versions("fed-test")
+    assert [m.version for m in versions] == [1, 2]
+    assert versions[1].parent == 1 and "round 2/2, fedprox" in versions[1].produced_by
+    assert versions[0].metrics["clients"] == 4 and versions[0].inputs[0].name == "images"
+    assert result.best.version in (1, 2)
+    best_acc = max(m.metrics["client_accuracy"] for m in versions)
+    assert result.best.metrics["client_accuracy"] == best_acc
+    assert result.rollout == {"model": result.best.ref, "rollouts": []}
+
+
 def test_a_node_killed_mid_round_leaves_a_masked_round_that_completes_with_the_rest(fleet):
     # prepare: vehicle-4's node is killed once its key has gone round, so the others mask with it
     cluster, spec = fleet
