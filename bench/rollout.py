@@ -14,8 +14,11 @@ Figures, each against a peer measured in the same run:
   dropped, dead-lettered), summed over a rolling upgrade, a blue-green switch
   and a canary of ``det@3`` that must be rolled back. Must be 0.
 - ``p99_ratio_during_upgrade``: end-to-end p99 latency of the frames ingested
-  while the rolling upgrade ran, over the p99 of the same run's frames before
-  it began (steady state). Target <= 2.
+  while the rolling upgrade ran, over the p99 of the same run's frames in the
+  second half of the time before it began (steady state). Target <= 2. Beside
+  it, the same ratio for the frames ingested while replicas were starting
+  (``Start``: a new process loads and warms its model) and while slots
+  switched (``Switch``), to tell the two costs apart.
 - ``canary_rolled_back``: the canary of ``det@3`` ended ``rolled-back``.
 - ``upgrade_s_by_replicas`` and ``upgrade_s_per_replica_ratio``: seconds to
   roll N replicas (batch 1), for N = 1.. nodes; the ratio of seconds per
@@ -273,6 +276,10 @@ def _wait_progress(actor, n: int, timeout_s: float = 120) -> None:
 
 
 # -- the benchmark --------------------------------------------------------------------------------
+def _ratio(latencies: list[float], steady_p99: float) -> float | None:
+    return round(float(np.percentile(latencies, 99) / steady_p99), 2) if latencies else None
+
+
 def vehicle_nodes(n: int) -> list[dict[str, str]]:
     return [{"edge.node": f"vehicle-{i + 1}", "edge.role": "vehicle"} for i in range(n)]
 
@@ -305,8 +312,15 @@ def main() -> None:
         rolling = scenario("bench-rolling", RolloutRequest(
             operator="detector", model="det@2", strategy="rolling", min_frames=10))  # fmt: skip
         began, ended = rolling.window_ns
-        steady = rolling.latency_ms(0, began)
+        first = min(m.ingest_ts for m, _ in rolling.received)
+        steady = rolling.latency_ms((first + began) // 2, began)
         during = rolling.latency_ms(began, ended)
+        phases = (rolling.record or {}).get("phases", [])
+
+        def in_phases(kind: str) -> list[float]:
+            return [ms for name, _, t0, t1 in phases if name == kind
+                    for ms in rolling.latency_ms(int(t0 * 1e9), int(t1 * 1e9))]  # fmt: skip
+
         blue_green = scenario("bench-blue-green", RolloutRequest(
             operator="detector", model="det@2", strategy="blue-green", window_s=1.0))  # fmt: skip
         canary = scenario("bench-canary", RolloutRequest(
@@ -320,6 +334,7 @@ def main() -> None:
                 on=nodes[:n])  # fmt: skip
             upgrade_s[n] = round((one.window_ns[1] - one.window_ns[0]) / 1e9, 2)
         p99_steady, p99_during = np.percentile(steady, 99), np.percentile(during, 99)
+        starting, switching = in_phases("Start"), in_phases("Switch")
         results |= {
             "frames_lost": sum(r.frames_lost for r in runs.values()),
             "frames_lost_by_run": {k: r.frames_lost for k, r in runs.items()},
@@ -332,6 +347,9 @@ def main() -> None:
             "p99_during_upgrade_ms": round(float(p99_during), 1),
             "p99_ratio_during_upgrade": round(float(p99_during / p99_steady), 2),
             "frames_during_upgrade": len(during),
+            "p99_ratio_while_starting": _ratio(starting, p99_steady),
+            "p99_ratio_while_switching": _ratio(switching, p99_steady),
+            "frames_while_switching": len(switching),
             "upgrade_s_by_replicas": upgrade_s,
             "upgrade_s_per_replica_ratio": round((upgrade_s[n_nodes] / n_nodes) / upgrade_s[1], 2),
         }

@@ -155,6 +155,12 @@ class RolloutController:
     ) -> None:
         self.p, self.config = pipeline, config
         self.lock = threading.Lock()
+        if any(
+            ModelRef.looks_like(str(getattr(s.operator, "model", "")))
+            for s in pipeline.specs.values()
+        ):
+            import onnxruntime  # noqa: F401  (a rollout's model check must not pay it mid-stream)
+
         self.slots: dict[str, list[_Slot]] = {}
         self.operators: dict[tuple[str, str], Operator] = {}  # (operator, version) -> instance
         for spec in pipeline.specs.values():
@@ -259,7 +265,7 @@ class RolloutController:
         record = {"id": rid, "pipeline": self.p.name, "operator": op,
                   "strategy": request.strategy, "baseline": baseline, "candidate": label,
                   "state": "running", "reason": "", "actions": [], "metrics": {},
-                  "started_at": time.time(), "ended_at": None}  # fmt: skip
+                  "started_at": time.time(), "ended_at": None, "phases": []}  # fmt: skip
         with self.lock:
             self.operators[(op, label)] = candidate
             self.history.append(record)
@@ -280,8 +286,9 @@ class RolloutController:
     # -- internals -------------------------------------------------------------------
     def _run(self, request: RolloutRequest, record: dict, baseline: str, label: str) -> None:
         op = request.operator
-        executor = RayExecutor(self, request, baseline, label)
+        executor = None
         try:
+            executor = RayExecutor(self, request, baseline, label)
             finish: Finish = drive(
                 request.planner(time.monotonic_ns), executor, sleep=time.sleep,
                 poll_s=request.poll_s, on_action=lambda a: record["actions"].append(_show(a)),
@@ -295,13 +302,16 @@ class RolloutController:
                 f"{type(err).__name__}: {err}", pipeline=self.p.name, operator=op
             )
             state, reason = "failed", f"{type(err).__name__}: {err}"
-        try:
-            seen = executor.observe()
-            metrics = {v: asdict(m) for v, m in seen.metrics.items()}
-        except Exception as err:  # the figures are a report; the outcome stands without them
-            metrics = {"unavailable": str(err)}
+        metrics, phases = {}, []
+        if executor is not None:
+            phases = executor.phases
+            try:
+                metrics = {v: asdict(m) for v, m in executor.observe().metrics.items()}
+            except Exception as err:  # the figures are a report; the outcome stands without them
+                metrics = {"unavailable": str(err)}
         with self.lock:
-            record.update(state=state, reason=reason, metrics=metrics, ended_at=time.time())
+            record.update(state=state, reason=reason, metrics=metrics, ended_at=time.time(),
+                          phases=phases)  # fmt: skip
             self.busy.discard(op)
         self.done[record["id"]].set()
 
@@ -365,6 +375,8 @@ class RayExecutor:
         self.ctl, self.request = ctl, request
         self.op, self.baseline, self.candidate = request.operator, baseline, candidate
         self.started_ns = time.monotonic_ns()
+        #: (action, slots, wall-clock start, end) of every Start / Switch / Stop carried out
+        self.phases: list[tuple[str, tuple[str, ...], float, float]] = []
         with ctl.lock:
             for s in ctl.slots[self.op]:
                 s.since_ns = self.started_ns
@@ -389,6 +401,11 @@ class RayExecutor:
         return Observed(self.baseline, self.candidate, seen, metrics, self.started_ns, self.keyed)
 
     def start(self, action: Start) -> None:
+        began = time.time()
+        self._start(action)
+        self.phases.append(("Start", action.slots, began, time.time()))
+
+    def _start(self, action: Start) -> None:
         ctl, spec = self.ctl, self.ctl.p.specs[self.op]
         operator = ctl.operators[(self.op, action.version)]
         started: dict[int, tuple[str, Any]] = {}
@@ -426,6 +443,11 @@ class RayExecutor:
                 s.actors[action.version], ctl.handles[name] = name, handle
 
     def switch(self, action: Switch) -> None:
+        began = time.time()
+        self._switch(action)
+        self.phases.append(("Switch", action.slots, began, time.time()))
+
+    def _switch(self, action: Switch) -> None:
         ctl = self.ctl
         slots = [s for s in self._slots(action.slots) if s.active != action.version]
         old = {s.index: s.actors[s.active] for s in slots}
@@ -444,6 +466,11 @@ class RayExecutor:
             self._retire({s.index: (old[s.index], _version_of(s, old[s.index])) for s in slots})
 
     def stop(self, action: Stop) -> None:
+        began = time.time()
+        self._stop(action)
+        self.phases.append(("Stop", action.slots, began, time.time()))
+
+    def _stop(self, action: Stop) -> None:
         slots = self._slots(action.slots)
         self._retire({s.index: (s.actors[action.version], action.version) for s in slots
                       if action.version in s.actors and s.active != action.version})  # fmt: skip
