@@ -1,0 +1,257 @@
+"""How well does the driving pipeline see, decide and keep up? Measured against ground truth.
+
+- ``map50``: the project's own detector (``models/artifacts/sim-detector``) on held-out
+  simulator scenarios written as a KITTI folder, scored by ``pipelines.eval_detect``
+  (IoU 0.5, DontCare ignored); YOLOX-nano on the real KITTI sample beside it
+  (``map50_yolox_kitti``).
+- ``lane_offset_err_median_m``: ``LaneDetector(geometry=True)`` on every camera frame of
+  the held-out scenarios (open loop: the simulator keeps its lane), |detected lateral
+  offset - true offset| over frames with a lane estimate of confidence >= 0.8 (what
+  ``DecisionMaker`` steers on), and the share of frames that had one.
+- ``sign_acc_sim`` / ``sign_acc_real``: the sign classifier on held-out simulator crops and
+  on the real GTSRB images of the held-out split (``pipelines.eval_signs``).
+- Closed loop, every held-out scenario through ``autonomous_driving.build`` with the local
+  runner (event time, lossless): ``aeb_recall`` over the emergency drives (a scripted
+  emergency - lead emergency brake, cut-in, pedestrian crossing - in which a road user
+  came into the lane ahead closer than ``EMERGENCY_GAP_M``, by the simulator's truth),
+  ``ttc_at_braking_s`` of each, ``collisions``, and ``false_brakes`` (AEB in the other
+  scenarios). These drives leave lane keeping to the simulator (``perception=False``:
+  AEB acts on the lidar); ``lane_keeping_max_lateral_m`` reports the drives that steer
+  on detected lanes, with the whole perception stack running.
+- Real time on the embedded local fleet (``cluster/fleets/local.toml``, 2 cores):
+  ``latency_p50_ms`` / ``latency_p99_ms`` from a sensor's ``ingest_ts`` to the control
+  command leaving the controller, camera paced at 30 Hz with the whole perception stack;
+  ``perception_p99_ms`` (camera frame -> fused objects); ``max_fps``: camera frames per
+  second through detection when the simulator is not paced (``realtime=False``), and
+  ``streams_at_30hz`` = floor(max_fps / 30), how many 30 Hz cameras one vehicle node's
+  pipeline would sustain at that rate.
+
+Run: ``python -m bench.driving`` (``--quick``: fewer seeds and a shorter fleet run). The last
+line printed is one JSON object; a full run writes it to ``bench/results/driving.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local instance
+
+import argparse
+import json
+import math
+import pathlib
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from operators import Context, Message, Operator, Sink
+from operators.driving import SCENARIOS, DrivingSimulator, PinholeCamera
+from operators.lanes import LaneDetector
+from operators.recording import read_recording
+from pipelines.autonomous_driving import VEHICLE, build
+from pipelines.testing import run_local
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+EMERGENCIES = ("lead_emergency_brake", "cut_in", "pedestrian_crossing")
+EMERGENCY_GAP_M = 30.0
+MIN_LANE_CONFIDENCE = 0.8  # what DecisionMaker steers on
+#: A tiny camera at 1 Hz for the drives that judge braking only (AEB acts on the lidar).
+FAST_CAMERA = {"camera": PinholeCamera(width=64, height=36, focal=48.0), "camera_hz": 1.0}
+
+
+# -- perception accuracy ---------------------------------------------------------------------
+def detection_map(seeds: tuple[int, ...], tmp: pathlib.Path) -> dict[str, Any]:
+    from pipelines.detector_dataset import sim_frames, write_kitti
+    from pipelines.eval_detect import evaluate_detections, yolox_nano
+
+    folder = write_kitti(tmp / "held_out_kitti", sim_frames(seeds=seeds, held_out=True))
+    own = evaluate_detections(folder).summary()
+    out = {"map50": own["map50"], "ap50": own["ap50"], "detect_precision": own["precision"],
+           "detect_recall": own["recall"], "detect_frames": own["images"]}  # fmt: skip
+    try:
+        from pipelines.data import data_path
+
+        real = evaluate_detections(data_path("kitti-sample"), detector=yolox_nano()).summary()
+        out["map50_yolox_kitti"] = real["map50"]
+    except FileNotFoundError:  # the shared data is absent
+        out["map50_yolox_kitti"] = None
+    return out
+
+
+def lane_offset_error(seeds: tuple[int, ...], camera_hz: float) -> dict[str, Any]:
+    errors, frames = [], 0
+    for name in SCENARIOS:
+        for seed in seeds:
+            sim = DrivingSimulator(name, seed=seed, held_out=True, poll_hz=camera_hz,
+                                   camera_hz=camera_hz, lidar_hz=1e-3, ego_hz=1e-3)  # fmt: skip
+            sim.setup(Context(operator="sim"))
+            lanes = LaneDetector(geometry=True)
+            while (out := sim.poll(0)) is not None:
+                for port, message in out:
+                    if port != "camera":
+                        continue
+                    frames += 1
+                    [(_, lane)] = lanes.process("frames", message)
+                    p = lane.payload
+                    if p["confidence"] >= MIN_LANE_CONFIDENCE and math.isfinite(p["offset_m"]):
+                        errors.append(abs(p["offset_m"] - message.truth["ego_offset"]))
+    return {
+        "lane_offset_err_median_m": round(float(np.median(errors)), 4),
+        "lane_offset_err_p90_m": round(float(np.percentile(errors, 90)), 4),
+        "lane_frames_with_estimate": round(len(errors) / frames, 4),
+    }
+
+
+def sign_accuracy() -> dict[str, Any]:
+    from pipelines.eval_signs import evaluate_held_out_real, evaluate_scenarios
+
+    sim, real = evaluate_scenarios(), evaluate_held_out_real()
+    return {"sign_acc_sim": round(sim.accuracy, 4), "sign_acc_real": round(real.accuracy, 4),
+            "sign_real_images": real.images}  # fmt: skip
+
+
+# -- closed loop -------------------------------------------------------------------------------
+def drive(name: str, seed: int, tmp: pathlib.Path, *, perception: bool) -> dict[str, Any]:
+    out = tmp / f"{name}-{seed}-{'p' if perception else 'l'}"
+    options = {"camera_hz": 10.0, "video_hz": 1.0} if perception else FAST_CAMERA
+    run = run_local(build(name, seed=seed, held_out=True, out_dir=out, realtime=False,
+                          perception=perception, **options))  # fmt: skip
+    ego = [m for _, m in read_recording(out / "ego_log")]
+    commands = [m for _, m in read_recording(out / "commands")]
+    aeb = [m for m in commands if m.payload["aeb"]]
+    return {
+        "scenario": name,
+        "seed": seed,
+        "aeb": bool(aeb),
+        "ttc_at_braking_s": round(aeb[0].payload["ttc_s"], 3) if aeb else None,
+        "min_gap_m": round(min(m.truth["gap"] for m in ego), 2),
+        "collision": any(m.truth["collision"] for m in ego),
+        "max_lateral_m": round(max(abs(m.truth["lateral_offset"]) for m in ego), 3),
+        "dead_lettered": len(run.dead_letters),
+    }
+
+
+def closed_loop(seeds: tuple[int, ...], lane_drives: tuple[str, ...], tmp) -> dict[str, Any]:
+    drives = [drive(name, seed, tmp, perception=False) for name in SCENARIOS for seed in seeds]
+    emergencies = [
+        d for d in drives if d["scenario"] in EMERGENCIES and d["min_gap_m"] < EMERGENCY_GAP_M
+    ]
+    others = [d for d in drives if d["scenario"] not in EMERGENCIES]
+    steered = [drive(name, seed, tmp, perception=True) for name in lane_drives for seed in seeds]
+    return {
+        "aeb_recall": round(sum(d["aeb"] for d in emergencies) / len(emergencies), 4),
+        "emergency_drives": len(emergencies),
+        "ttc_at_braking_s": [d["ttc_at_braking_s"] for d in emergencies],
+        "false_brakes": sum(d["aeb"] for d in others),
+        "non_emergency_drives": len(others),
+        "collisions": sum(d["collision"] for d in drives + steered),
+        "lane_keeping_max_lateral_m": {
+            f"{d['scenario']}-{d['seed']}": d["max_lateral_m"] for d in steered
+        },
+        "drives": drives + steered,
+    }
+
+
+# -- real time on the fleet ---------------------------------------------------------------------
+class LatencyLog(Sink):
+    """Appends ``now - ingest_ts`` (ms) of each message to a ``.npy`` file on flush."""
+
+    inputs = ("in",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.samples: list[float] = []
+
+    def process(self, port: str, message: Message) -> tuple:
+        self.samples.append((time.time_ns() - message.ingest_ts) / 1e6)
+        return ()
+
+    def flush(self) -> None:
+        np.save(self.path, np.asarray(self.samples, np.float64))
+
+    def teardown(self) -> None:
+        self.flush()
+
+
+def _tap(p, name: str, src: str, path: pathlib.Path) -> None:
+    sink: Operator = LatencyLog(str(path))
+    sink.resources = type(sink.resources)(num_cpus=0.01)
+    p.sink(name, sink, placement=VEHICLE)
+    p.connect(src, f"{name}.in", policy="latest-only", window=4)
+
+
+def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
+    import ray
+
+    from cluster._local import LocalFleet
+    from cluster._spec import default_spec_path, load_spec
+    from pipelines._runtime import run
+
+    def pipeline(realtime: bool, tag: str):
+        p = build("car_following", seed=0, held_out=True, out_dir=tmp / tag, realtime=realtime,
+                  video_hz=2.0)  # fmt: skip
+        _tap(p, "command_latency", "control.control", tmp / f"{tag}-command.npy")
+        _tap(p, "perception_latency", "fusion.objects", tmp / f"{tag}-perception.npy")
+        return p
+
+    spec = load_spec(default_spec_path())
+    with LocalFleet(spec, state_dir=str(tmp / "fleet"), dashboard_port=0) as fleet:
+        try:
+            paced = run(pipeline(True, "paced"), address=fleet.address, timeout_s=duration_s)
+            unpaced = run(pipeline(False, "unpaced"), address=fleet.address, timeout_s=duration_s)
+        finally:
+            ray.shutdown()
+    command = np.load(tmp / "paced-command.npy")
+    perception = np.load(tmp / "paced-perception.npy")
+    frames = unpaced.edges["sim.camera->detect.camera"].delivered
+    max_fps = frames / unpaced.duration_s
+    camera = paced.edges["sim.camera->detect.camera"]
+    return {
+        "latency_p50_ms": round(float(np.percentile(command, 50)), 2),
+        "latency_p99_ms": round(float(np.percentile(command, 99)), 2),
+        "perception_p50_ms": round(float(np.percentile(perception, 50)), 2),
+        "perception_p99_ms": round(float(np.percentile(perception, 99)), 2),
+        "paced_camera_frames": camera.sent,
+        "paced_camera_dropped": dict(camera.dropped),
+        "paced_identity_holds": paced.identity_holds(),
+        "max_fps": round(max_fps, 2),
+        "streams_at_30hz": int(max_fps // 30),
+        "unpaced_identity_holds": unpaced.identity_holds(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m bench.driving", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="one seed, shorter fleet runs")
+    args = ap.parse_args(argv)
+    seeds = (0,) if args.quick else (0, 1)
+    started = time.perf_counter()
+    result: dict[str, Any] = {"quick": args.quick}
+    with tempfile.TemporaryDirectory(prefix="bench-driving-") as d:
+        tmp = pathlib.Path(d)
+        stages = (
+            ("detection", lambda: detection_map(seeds, tmp)),
+            ("lanes", lambda: lane_offset_error(seeds, camera_hz=5.0)),
+            ("signs", sign_accuracy),
+            ("closed loop", lambda: closed_loop(seeds, ("lane_curve", "car_following"), tmp)),
+            ("fleet", lambda: on_fleet(8.0 if args.quick else 12.0, tmp)),
+        )
+        for name, stage in stages:
+            t = time.perf_counter()
+            result.update(stage())
+            print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    line = json.dumps(result)
+    if not args.quick:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "driving.json").write_text(line + "\n")
+    print(line)
+    return result
+
+
+if __name__ == "__main__":
+    main()
