@@ -160,7 +160,7 @@ def test_canary_of_a_worse_model_is_rolled_back_and_its_dead_letters_accounted(
 
 
 def test_corrupt_or_unfit_models_are_refused_before_any_replica_switches(
-    ray_cluster, registry, tmp_path
+    ray_cluster, registry, tmp_path, capsys
 ):
     root = tmp_path / "reg"
     reg = Registry(root)
@@ -173,6 +173,8 @@ def test_corrupt_or_unfit_models_are_refused_before_any_replica_switches(
     runtime.deploy()
     sink = runtime.actors["refuse/out#0"]
     errors, statuses = {}, []
+    cli = argparse.ArgumentParser(prog="edgeray")
+    register(cli.add_subparsers(dest="command"))
 
     def attempts() -> None:
         try:
@@ -183,6 +185,13 @@ def test_corrupt_or_unfit_models_are_refused_before_any_replica_switches(
                 except RolloutRefused as err:
                     errors[model] = str(err)
             statuses.extend(_rollout.status("refuse"))
+            try:  # the command line reaches the same controller from outside the driver
+                args = cli.parse_args(["rollout", "refuse", "detector", "--model", "det@2"])
+                args.func(args)
+            except RolloutRefused as err:
+                errors["cli"] = str(err)
+            args = cli.parse_args(["rollout", "status", "refuse"])
+            errors["status exit"] = args.func(args)
             scenario._wait_progress(sink, scenario.ray_progress(sink) + 15)
         finally:
             runtime.stop("test over")
@@ -195,9 +204,11 @@ def test_corrupt_or_unfit_models_are_refused_before_any_replica_switches(
     assert "sha256" in errors["det@2"] and "refused before any replica switched" in errors["det@2"]
     assert "shape [1, 3, 320, 320], expected 'images' float32[1, 3, 416, 416]" in errors["det@3"]
     assert "not found" in errors["det@9"]
+    assert "sha256" in errors["cli"] and errors["status exit"] == 0
     (status,) = statuses
     old = label("det@1")
     assert [s["active"] for s in status["serving"]["detector"]] == [old] * 3
+    assert f"refuse/detector#cam-1 on rsu-1: {old}\n" in capsys.readouterr().out
     assert all(not s["warm"] for s in status["serving"]["detector"])
     versions = {m.meta.version for s in runtime.stats if s["operator"] == "out"
                 for m, _ in s["snapshot"]}  # fmt: skip
