@@ -1,0 +1,281 @@
+"""Federated training of the sign classifier: how close to centralized, how robust, how polite?
+
+The data: ``pipelines.sign_dataset`` (32x32 sign crops rendered by the project's
+simulator plus the 215 real GTSRB images), its train split spread over 5
+clients by Dirichlet(0.5) over classes (non-IID), each client keeping 20% of its
+share as held-out data; the central test set is the dataset's test split
+(simulator and real). The model: the numpy MLP (``models.federated.MLPTrainer``).
+Every arm runs the same number of epochs of compute: R rounds x 1 local epoch
+for the federated arms, R epochs over the union of the clients' data for the
+centralized peer. The federated arms run ``cluster.federated.Coordinator`` over
+an in-process pool (the fleet's aggregation and round code, without Ray's
+start-up cost; ``tests/system/test_federated.py`` runs it on a Ray fleet).
+
+Figures (accuracies on the central test set, fractions 0-1):
+
+- ``central_acc``, ``fedavg_acc``, ``fedprox_acc`` after R rounds / epochs, and
+  ``fedavg_gap_pts`` = central - FedAvg in percentage points (target <= 3);
+- ``poisoned_fedavg_acc``, ``poisoned_median_acc``, ``poisoned_trimmed_acc``: 1 of
+  the 5 clients sends its update sign-flipped and scaled x4 (target: median and
+  trimmed within 5 points of clean FedAvg; FedAvg degrades);
+- ``live_p99_ratio_during_round``: a live perception stage (YOLOX-nano on ONNX
+  Runtime, 1 thread, at 10 Hz; the MLP's ONNX export when the detector is absent)
+  p99 latency while 2 trainer processes train with the trainers' bounded CPU share
+  (``cluster.federated.bound_cpu_share``: 1 thread, nice +10), over its p99 alone
+  (target <= 1.5); ``live_p99_ratio_unbounded`` is the same with trainers at full
+  priority, for contrast. Absolute p99s are reported beside the 100 ms budget.
+
+Also the PNG of accuracy vs round for the three clean arms.
+
+Run: ``python -m bench.federated`` (``--quick``: smaller data, fewer rounds).
+The last line printed is one JSON object; a full run writes
+``bench/results/federated.json`` and ``federated.png``, a quick one
+``federated.quick.json`` and ``federated.quick.png``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # pinned in every arm, inherited by the trainer processes
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import pathlib  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cluster.federated import (  # noqa: E402
+    Coordinator,
+    CpuShare,
+    LocalTrainerPool,
+    RoundConfig,
+    bound_cpu_share,
+)
+from models.datasets import read_image_dataset  # noqa: E402
+from models.federated import (  # noqa: E402
+    FedAvg,
+    FedProx,
+    Median,
+    MLPTrainer,
+    PoisonedTrainer,
+    TrimmedMean,
+    dirichlet_partition,
+    train_test_split,
+)
+from models.federated.numpy_mlp import features, score  # noqa: E402
+
+cv2.setNumThreads(1)
+RESULTS = pathlib.Path(__file__).parent / "results"
+CLIENTS = 5
+ALPHA = 0.5
+CLASSES = 43
+
+
+def load_data(per_class: int, test_per_class: int, cache: pathlib.Path):
+    """Train and central-test ``(X, y)`` of the sign dataset (written once into ``cache``)."""
+    from pipelines.sign_dataset import write_sign_dataset
+
+    path = cache / f"signs-{per_class}-{test_per_class}" / "signs.parquet"
+    if not path.is_file():
+        write_sign_dataset(path.parent, per_class=per_class, test_per_class=test_per_class)
+    return read_image_dataset(path, split="train"), read_image_dataset(path, split="test")
+
+
+def client_shards(X, y, seed: int = 0):
+    """Per client ``(train, held-out)``, from a Dirichlet(ALPHA) split over classes."""
+    shards = []
+    for i, idx in enumerate(dirichlet_partition(y, num_clients=CLIENTS, alpha=ALPHA, seed=seed)):
+        tr, te = train_test_split(len(idx), test_fraction=0.2, seed=i)
+        shards.append(((X[idx[tr]], y[idx[tr]]), (X[idx[te]], y[idx[te]])))
+    return shards
+
+
+def federated_arm(strategy, shards, test, cfg: RoundConfig, hidden, *, poisoned=False):
+    trainers = {}
+    for i, (train, held_out) in enumerate(shards):
+        t = MLPTrainer(train, held_out, num_classes=CLASSES, hidden=hidden)
+        trainers[f"client-{i}"] = PoisonedTrainer(t, factor=-4.0) if poisoned and i == 0 else t
+    fx = features(test[0])
+    history = Coordinator(
+        LocalTrainerPool(trainers),
+        strategy,
+        initial_weights=MLPTrainer(num_classes=CLASSES, hidden=hidden).get_weights(),
+        config=cfg,
+        central_eval=lambda w: score(w, fx, test[1]),
+    ).run()
+    return [m.central_accuracy for m in history], history
+
+
+def central_arm(shards, test, cfg: RoundConfig, hidden):
+    """The same model on the union of the clients' training data, one epoch per round."""
+    X = np.concatenate([s[0][0] for s in shards])
+    y = np.concatenate([s[0][1] for s in shards])
+    trainer = MLPTrainer((X, y), test, num_classes=CLASSES, hidden=hidden)
+    weights, accs = trainer.get_weights(), []
+    for r in range(1, cfg.rounds + 1):
+        weights = trainer.fit(weights, cfg.client_config(r, {})).weights
+        accs.append(trainer.evaluate(weights, {}).accuracy)
+    return accs
+
+
+# -- live pipeline beside training ---------------------------------------------------------------
+def _trainer_process(stop, ready, bounded: bool, shard, hidden) -> None:
+    """A trainer that trains until ``stop`` is set (bounded: the fleet trainers' CPU share)."""
+    if bounded:
+        bound_cpu_share(CpuShare(threads=1, niceness=10))
+    trainer = MLPTrainer(*shard, num_classes=CLASSES, hidden=hidden)
+    weights = trainer.get_weights()
+    ready.set()
+    while not stop.is_set():
+        weights = trainer.fit(weights, {"epochs": 1, "lr": 0.05}).weights
+
+
+def _live_session(fallback_onnx: bytes):
+    import onnxruntime
+
+    from pipelines.data import data_path
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    try:
+        model = str(data_path("detector-yolox-nano", "yolox_nano.onnx"))
+        feed = {"images": np.random.default_rng(0).uniform(0, 255, (1, 3, 416, 416))}
+        name = "yolox-nano"
+    except FileNotFoundError:
+        model = fallback_onnx
+        feed = {"images": np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3))}
+        name = "sign-mlp"
+    session = onnxruntime.InferenceSession(
+        model, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return session, {k: v.astype(np.float32) for k, v in feed.items()}, name
+
+
+def live_p99_ms(session, feed, *, frames: int, rate_hz: float = 10.0) -> float:
+    """p99 latency (ms) of the live stage run at ``rate_hz`` for ``frames`` frames."""
+    period = 1.0 / rate_hz
+    latencies = []
+    next_at = time.perf_counter()
+    for _ in range(frames):
+        next_at += period
+        start = time.perf_counter()
+        session.run(None, feed)
+        latencies.append((time.perf_counter() - start) * 1e3)
+        time.sleep(max(0.0, next_at - time.perf_counter()))  # the live source's frame rate
+    return float(np.percentile(latencies, 99))
+
+
+def live_arm(shards, hidden, *, frames: int) -> dict:
+    session, feed, name = _live_session(MLPTrainer(num_classes=CLASSES, hidden=hidden).to_onnx())
+    live_p99_ms(session, feed, frames=10)  # warm-up
+    alone = live_p99_ms(session, feed, frames=frames)
+    figures = {"live_model": name, "live_p99_ms_alone": alone}
+    ctx = multiprocessing.get_context("spawn")
+    for label, bounded in (("during_round", True), ("unbounded", False)):
+        stop, procs, readies = ctx.Event(), [], []
+        for shard in shards[:2]:
+            ready = ctx.Event()
+            p = ctx.Process(target=_trainer_process, args=(stop, ready, bounded, shard, hidden))
+            p.start()
+            procs.append(p)
+            readies.append(ready)
+        for ready in readies:
+            ready.wait(timeout=120)
+        p99 = live_p99_ms(session, feed, frames=frames)
+        stop.set()
+        for p in procs:
+            p.join(timeout=60)
+        figures[f"live_p99_ms_{label}"] = p99
+        figures[f"live_p99_ratio_{label}"] = p99 / alone
+    return figures
+
+
+def plot(curves: dict[str, list[float]], path: pathlib.Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, accs in curves.items():
+        ax.plot(range(1, len(accs) + 1), accs, marker="o", markersize=3, label=label)
+    ax.set_xlabel("round (= epochs of compute)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data, fewer rounds")
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "edgeray-bench"),
+                        help="where the generated sign dataset is kept between runs")  # fmt: skip
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    per_class, test_per_class, rounds, hidden, frames = (
+        (30, 8, 12, (64,), 100) if args.quick else (120, 30, 30, (128,), 300)
+    )
+    train, test = load_data(per_class, test_per_class, pathlib.Path(args.cache))
+    shards = client_shards(*train)
+    cfg = RoundConfig(rounds=rounds, min_clients=CLIENTS, epochs=1, lr=0.05, batch_size=32)
+
+    central = central_arm(shards, test, cfg, hidden)
+    fedavg, _ = federated_arm(FedAvg(), shards, test, cfg, hidden)
+    fedprox, _ = federated_arm(FedProx(proximal_mu=0.01), shards, test, cfg, hidden)
+    poisoned = {
+        name: federated_arm(strategy, shards, test, cfg, hidden, poisoned=True)[0][-1]
+        for name, strategy in (
+            ("fedavg", FedAvg()), ("median", Median()), ("trimmed", TrimmedMean(trim=0.2))
+        )
+    }  # fmt: skip
+    live = live_arm(shards, hidden, frames=frames)
+
+    suffix = ".quick" if args.quick else ""
+    RESULTS.mkdir(exist_ok=True)
+    png = RESULTS / f"federated{suffix}.png"
+    plot(
+        {"centralized": central, "FedAvg": fedavg, "FedProx (mu=0.01)": fedprox},
+        png,
+        f"sign crops, {CLIENTS} clients, Dirichlet({ALPHA}), MLP {hidden}",
+    )
+    figures = {
+        "central_acc": central[-1],
+        "fedavg_acc": fedavg[-1],
+        "fedprox_acc": fedprox[-1],
+        "fedavg_gap_pts": 100 * (central[-1] - fedavg[-1]),
+        "poisoned_fedavg_acc": poisoned["fedavg"],
+        "poisoned_median_acc": poisoned["median"],
+        "poisoned_trimmed_acc": poisoned["trimmed"],
+        **live,
+        "live_p99_budget_ms": 100.0,
+        "central_acc_per_round": central,
+        "fedavg_acc_per_round": fedavg,
+        "fedprox_acc_per_round": fedprox,
+        "rounds": rounds,
+        "local_epochs": 1,
+        "clients": CLIENTS,
+        "dirichlet_alpha": ALPHA,
+        "train_samples": int(sum(len(s[0][1]) for s in shards)),
+        "client_samples": [len(s[0][1]) for s in shards],
+        "test_samples": len(test[1]),
+        "plot": str(png.relative_to(RESULTS.parent.parent)),
+        "wall_s": time.perf_counter() - started,
+    }
+    (RESULTS / f"federated{suffix}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
