@@ -95,7 +95,7 @@ def build(
     incidents: Sequence[Incident] = (),
     episodes: Sequence[Episode] = (),
     statistics: str | os.PathLike[str] | None = None,
-    alert_rows_per_file: int = 50,
+    log_rows_per_file: int = 50,
 ) -> Pipeline:
     """The smart-city pipeline over ``scenario`` (default: the 3x3 grid, moderate demand).
 
@@ -103,7 +103,9 @@ def build(
     serves (an id the network lacks is a ``ValidationError``). ``out_dir``: where the hub's
     Parquet sinks write. ``realtime`` / ``rate_hz``: see the module doc. ``end_s``,
     ``command_timeout_s``, ``incidents``, ``episodes``, ``statistics``: passed to
-    ``SumoCity``. ``files``: already generated scenario files (else generated on the hub).
+    ``SumoCity``. ``log_rows_per_file``: rows per Parquet file of the alert and status logs
+    (20 times that for the dashboard); files appear as they fill, and at the end.
+    ``files``: already generated scenario files (else generated on the hub).
     """
     scenario = scenario or Scenario()
     units = {u: tuple(js) for u, js in (units or UNITS).items()}
@@ -140,9 +142,9 @@ def build(
     p.operator("coord", CityCoordinator(), placement=HUB)
     p.operator("alerts", AlertSystem(), placement=HUB)
     for name, rows in {
-        "dashboard": 1000,
-        "alert_log": alert_rows_per_file,
-        "status_log": 200,
+        "dashboard": 20 * log_rows_per_file,
+        "alert_log": log_rows_per_file,
+        "status_log": log_rows_per_file,
     }.items():
         p.sink(
             name, _light(ParquetSink(os.path.join(out, name), rows_per_file=rows)), placement=HUB

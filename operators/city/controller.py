@@ -26,13 +26,14 @@ class TrafficSignalController(Operator):
       the blocked lane's demand is ignored (its green would be wasted) and the junction
       runs in ``clearance`` mode.
     Outputs:
-      ``commands``: ``{"intersection", "unit", "phase", "mode"}`` for ``SumoCity`` (every
-      reading gets one: it is also the controller's heartbeat); ``mode`` is ``fixed``
-      (SUMO's program), ``adaptive`` or ``clearance``.
-      ``decisions``: the same decision with the junction's totals, for the dashboard.
+      ``commands``: ``{"intersection", "unit", "phase", "mode"}`` for ``SumoCity``, sent when
+      the decision changes and otherwise every ``heartbeat_s`` simulated seconds (the
+      simulator's sign that the controller is alive); ``mode`` is ``fixed`` (SUMO's
+      program), ``adaptive`` or ``clearance``.
+      ``decisions``: each command sent, with the junction's totals, for the dashboard.
     Parameters:
       ``policy``: ``"fixed"``, ``"webster"`` or ``"max-pressure"`` (``POLICIES``), or a
-      policy object with ``decide(view, memory)``.
+      policy object with ``decide(view, memory)``. ``heartbeat_s`` (keyword-only).
 
     >>> TrafficSignalController(policy="smart")
     Traceback (most recent call last):
@@ -44,12 +45,14 @@ class TrafficSignalController(Operator):
     outputs = ("commands", "decisions")
     resources = Resources(num_cpus=0.05)
 
-    def __init__(self, *, policy: Any = "max-pressure") -> None:
+    def __init__(self, *, policy: Any = "max-pressure", heartbeat_s: float = 4.0) -> None:
         if isinstance(policy, str):
             if policy not in POLICIES:
                 raise OperatorError(f"policy={policy!r}; use one of {list(POLICIES)}")
             policy = POLICIES[policy]()
         self.policy = policy
+        self.heartbeat_s = heartbeat_s
+        self._sent: dict[str, tuple[float, int, str]] = {}
         self._memory: dict[str, dict] = {}
         self._plans: dict[str, tuple[float, float, float]] = {}
         self._blocked: dict[str, set[int]] = {}
@@ -81,6 +84,15 @@ class TrafficSignalController(Operator):
             "phase": int(target),
             "mode": mode,
         }
+        t_s = float(p["t_s"])
+        last = self._sent.get(junction)
+        if (
+            last is not None
+            and last[1:] == (command["phase"], mode)
+            and t_s - last[0] < self.heartbeat_s
+        ):
+            return  # nothing new, and the last command is recent enough to count as a heartbeat
+        self._sent[junction] = (t_s, command["phase"], mode)
         yield "commands", message.derive(command, qos=QoS.CONTROL)
         totals = {
             "t_s": float(p["t_s"]),
@@ -100,6 +112,7 @@ class TrafficSignalController(Operator):
 
     def snapshot(self) -> Any:
         return {
+            "sent": dict(self._sent),
             "memory": {j: dict(m) for j, m in self._memory.items()},
             "plans": dict(self._plans),
             "blocked": {j: sorted(v) for j, v in self._blocked.items()},
@@ -108,4 +121,5 @@ class TrafficSignalController(Operator):
     def restore(self, state: Any) -> None:
         self._memory = {j: dict(m) for j, m in state["memory"].items()}
         self._plans = dict(state["plans"])
+        self._sent = dict(state["sent"])
         self._blocked = {j: set(v) for j, v in state["blocked"].items()}

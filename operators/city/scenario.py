@@ -23,6 +23,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 
 import sumo
@@ -121,7 +122,7 @@ def _run(cmd: list[str], what: pathlib.Path) -> None:
 
 
 def _netgenerate(s: Scenario, net: pathlib.Path) -> None:
-    tmp = net.with_name(f".{net.name}.tmp.xml")
+    tmp = _temporary(net)
     cmd = [
         sumo_binary("netgenerate"),
         "--grid",
@@ -147,8 +148,7 @@ def _netgenerate(s: Scenario, net: pathlib.Path) -> None:
 
 
 def _random_trips(s: Scenario, net: pathlib.Path, routes: pathlib.Path) -> None:
-    tmp = routes.with_name(f".{routes.name}.tmp.xml")
-    trips = routes.with_name(f".{routes.stem}.trips.xml")
+    tmp, trips = _temporary(routes), _temporary(routes.with_suffix(".trips.xml"))
     script = os.path.join(sumo.SUMO_HOME, "tools", "randomTrips.py")
     cmd = [
         sys.executable,
@@ -242,6 +242,11 @@ def _detectors(net_file: pathlib.Path) -> str:
 
 
 def _write_atomically(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _temporary(path)
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def _temporary(path: pathlib.Path) -> pathlib.Path:
+    """A hidden name beside ``path``, unique to this call: generators may race on a cache."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.xml")

@@ -21,13 +21,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
 import libsumo
 import numpy as np
 import sumolib
 import traci
 
-from operators._message import Message
+from operators._message import Message, Meta
 from operators._operator import Outputs, Source
 from operators._qos import QoS
 from operators.city._air import Episode, reading
@@ -241,10 +242,12 @@ class SumoCity(Source):
     def demand_end(self) -> float:
         return float(self.scenario.demand_s)
 
-    def _message(self, payload: dict, ts: int, truth: dict | None = None, **kw) -> Message:
+    def _message(
+        self, payload: dict, ts: int, truth: dict | None = None, qos: QoS = QoS.TELEMETRY
+    ) -> Message:
         s = self._state
         s["seq"] += 1
-        return Message("city", s["seq"], ts, payload, truth=truth, **kw)
+        return Message("city", s["seq"], ts, payload, truth=truth, meta=Meta(qos=qos))
 
     def _reading(self, junction: str, ts: int) -> Message:
         lay = self._layouts[junction]
@@ -278,7 +281,7 @@ class SumoCity(Source):
             "phase_s": self._state["t"] - since[junction][1],
         }
         truth = {"incident": junction in self._state["blocked"].values()}
-        return self._message(payload, ts, truth, meta=_control_meta())
+        return self._message(payload, ts, truth, qos=QoS.CONTROL)
 
     def _air(self, junction: str, ts: int) -> Message:
         s, t = self._state, self._state["t"]
@@ -297,7 +300,7 @@ class SumoCity(Source):
             "pm25": pm25,
             "no2": no2,
         }
-        return self._message(payload, ts, {"episode": episode is not None})
+        return self._message(payload, ts, {"episode": episode is not None}, qos=QoS.PERCEPTION)
 
     def _status(self, ts: int) -> Message:
         s = self._state
@@ -368,7 +371,9 @@ class SumoCity(Source):
         """Hand the junction back to SUMO's fixed-time program (from its current phase)."""
         s = self._state
         if junction in s["held"] or junction in s["yellow"]:
+            phase = self._api.trafficlight.getPhase(junction)
             self._api.trafficlight.setProgram(junction, "0")
+            self._api.trafficlight.setPhase(junction, phase)  # with the program's duration
             s["held"].pop(junction, None)
             s["yellow"].pop(junction, None)
 
@@ -430,12 +435,6 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
-def _control_meta():
-    from operators._message import Meta
-
-    return Meta(qos=QoS.CONTROL)
-
-
 def _passed(api, state: dict, lane: str) -> int:
     """Vehicles that left ``lane`` since the previous step (its id set, differenced)."""
     now = set(api.lane.getLastStepVehicleIDs(lane))
@@ -446,9 +445,9 @@ def _passed(api, state: dict, lane: str) -> int:
 
 def sumo_command(files: ScenarioFiles, *, seed: int, end_s: float, statistics: str) -> list[str]:
     """The ``sumo`` command line of a run (the baselines run the same one as a process)."""
-    for path in (files.net, *files.routes, files.detectors):
-        if not pathlib.Path(path).is_file():
-            raise SumoStartError(str(path), "no such file")
+    roots = [(files.net, "net"), *((r, "routes") for r in files.routes)]
+    for path, root in [*roots, (files.detectors, "additional")]:
+        _check_file(pathlib.Path(path), root)
     return [
         sumo_binary("sumo"), "-n", str(files.net), "-r", ",".join(map(str, files.routes)),
         "-a", str(files.detectors), "--seed", str(seed), "--end", str(end_s),
@@ -456,6 +455,22 @@ def sumo_command(files: ScenarioFiles, *, seed: int, end_s: float, statistics: s
         "--tripinfo-output", os.devnull,
         "--time-to-teleport", "300",
     ]  # fmt: skip
+
+
+def _check_file(path: pathlib.Path, root: str) -> None:
+    """Refuse a missing or malformed SUMO input before SUMO sees it: libsumo aborts the
+    whole process on some broken files instead of raising."""
+    if not path.is_file():
+        raise SumoStartError(str(path), "no such file")
+    try:
+        events = ElementTree.iterparse(path, events=("start",))
+        _, first = next(events)
+        for _ in events:
+            pass
+    except (ElementTree.ParseError, StopIteration) as err:
+        raise SumoStartError(str(path), f"not well-formed XML ({err})") from err
+    if first.tag != root:
+        raise SumoStartError(str(path), f"its root element is <{first.tag}>, expected <{root}>")
 
 
 def _start(cmd: list[str], backend: str):
