@@ -42,14 +42,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.driving import PinholeCamera, Road, SignSpec, World, render
+from operators import Context
+from operators.driving import DrivingSimulator, PinholeCamera, Road, SignSpec, World, render
 from operators.driving.camera import draw_plate
 from operators.driving.world import EgoState
+from operators.signs import CROP, NUM_CLASSES, sign_crops
 from pipelines.data import data_path
 
-#: Crop side (pixels) of every image in the dataset.
-CROP = 32
-NUM_CLASSES = 43
 #: Real GTSRB images per class used for training; the rest of each class is held out.
 REAL_TRAIN_PER_CLASS = 2
 FILE_NAME = "signs.parquet"
@@ -128,22 +127,9 @@ def _clutter(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def _cut(image: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The square around ``box`` (x1, y1, x2, y2) with a random margin and offset, 32x32."""
-    x0, y0, x1, y1 = (float(c) for c in box)
-    side = max(x1 - x0, y1 - y0)
-    side *= 1.0 + 2 * float(rng.uniform(0.05, 0.22))
-    cx = (x0 + x1) / 2 + float(rng.uniform(-0.06, 0.06)) * side
-    cy = (y0 + y1) / 2 + float(rng.uniform(-0.06, 0.06)) * side
-    return crop_square(image, cx, cy, side)
-
-
-def crop_square(image: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
-    """The ``side``-pixel square centred at ``(cx, cy)``, resized to 32x32 (edges replicated)."""
-    half = side / 2
-    src = np.float32([[cx - half, cy - half], [cx + half, cy - half], [cx - half, cy + half]])
-    dst = np.float32([[0, 0], [CROP, 0], [0, CROP]])
-    flags = cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR
-    return cv2.warpAffine(image, cv2.getAffineTransform(src, dst), (CROP, CROP), flags=flags,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    side = float(max(box[2] - box[0], box[3] - box[1]))
+    shifted = np.asarray(box, np.float64) + np.tile(rng.uniform(-0.06, 0.06, 2) * side, 2)
+    return sign_crops(image, shifted[None], margin=float(rng.uniform(0.05, 0.22)))[0]
 
 
 def _camera_effects(crop: np.ndarray, rng: np.random.Generator, *, held_out: bool) -> np.ndarray:
@@ -163,6 +149,43 @@ def _camera_effects(crop: np.ndarray, rng: np.random.Generator, *, held_out: boo
         x, y = int(rng.integers(0, CROP - w)), int(rng.choice([0, CROP - h]))
         img[y : y + h, x : x + w] = rng.integers(0, 200, 3)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def scenario_sign_crops(
+    scenarios: tuple[str, ...] = ("stop_sign", "speed_limit_change", "car_following"),
+    *,
+    seed: int = 0,
+    held_out: bool = True,
+    camera_hz: float = 10.0,
+    min_side: float = 10.0,
+    min_visible: float = 0.8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)``: crops of every sign in the camera frames of driving ``scenarios``.
+
+    Each frame's truth box of a sign at least ``min_side`` px tall and ``min_visible``
+    unoccluded is cut as ``SignRecognizer`` cuts a region (``sign_crops``); ``y`` is its
+    GTSRB class. The default held-out scenarios are for evaluation only.
+    """
+    crops, classes = [], []
+    for name in scenarios:
+        sim = DrivingSimulator(name, seed=seed, held_out=held_out, camera_hz=camera_hz,
+                               lidar_hz=1e-3, ego_hz=1e-3)  # fmt: skip
+        sim.setup(Context())
+        while (out := sim.poll(0)) is not None:
+            for port, message in out:
+                if port != "camera":
+                    continue
+                t = message.truth
+                boxes = np.asarray(t["boxes"])
+                keep = (np.asarray(t["sign_classes"]) >= 0) & (
+                    np.asarray(t["visible"]) >= min_visible
+                )
+                keep &= (boxes[:, 3] - boxes[:, 1]) >= min_side
+                crops.append(sign_crops(message.payload["image"], boxes[keep]))
+                classes.append(np.asarray(t["sign_classes"])[keep])
+    X = np.concatenate(crops) if crops else np.zeros((0, CROP, CROP, 3), np.uint8)
+    y = np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64)
+    return X, y
 
 
 # -- real GTSRB images ---------------------------------------------------------------------

@@ -229,6 +229,12 @@ def _detector(env: Env) -> Operator:
     return ObjectDetector(model=env.data("detector-yolox-nano", "yolox_nano.onnx"))
 
 
+def _signs(env: Env) -> Operator:
+    from operators.signs import SignRecognizer
+
+    return SignRecognizer()
+
+
 def _fusion(env: Env) -> Operator:
     from operators.calibration import Calibration
     from operators.fusion import SensorFusion
@@ -334,6 +340,7 @@ EXAMPLES: dict[str, Example | list[Example]] = {
     "LaneDetector": Example(_lanes, feed=_frames),
     "ObjectDetector": Example(_detector, feed=lambda env: [("camera", m) for _, m in _frames(env)]),
     "SensorFusion": Example(_fusion, feed=_detections_and_scans),
+    "SignRecognizer": Example(_signs, feed=lambda env: [("camera", m) for _, m in _frames(env)]),
     "ParquetSink": Example(_parquet, feed=_messages),
     "KittiSource": [Example(_kitti(synthetic=True), polls=3), Example(_kitti(synthetic=False))],
     "Recorder": Example(_recorder, feed=_messages),

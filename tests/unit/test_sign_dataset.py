@@ -19,6 +19,7 @@ from pipelines.sign_dataset import (
     gtsrb_split,
     read_sign_folder,
     render_sign_crop,
+    scenario_sign_crops,
     write_sign_dataset,
     write_sign_folder,
 )
@@ -143,3 +144,9 @@ def test_reader_refuses_bad_datasets_with_the_reason(tmp_path):
         read_image_dataset(bad_type)
     with pytest.raises(DatasetError, match=r"lacks column\(s\) \['split'\]"):
         read_image_dataset(bad_type, split="train")
+
+
+def test_scenario_crops_are_the_signs_in_view():
+    X, y = scenario_sign_crops(("lane_curve",), camera_hz=2.0)
+    assert len(y) > 0 and X.shape == (len(y), 32, 32, 3)
+    assert set(y.tolist()) == {2}  # the lane_curve scenario's one sign: 50 km/h
