@@ -252,6 +252,10 @@ class RolloutController:
                                      operator=op)  # fmt: skip
             self.busy.add(op)
         try:
+            try:
+                planner = request.planner(time.monotonic_ns)
+            except ValueError as err:  # a share or batch out of range
+                raise RolloutRefused(str(err), pipeline=self.p.name, operator=op) from err
             baseline = self._baseline(op)
             candidate, label = self._candidate(request, self._current(op))
             if label == baseline:
@@ -270,7 +274,7 @@ class RolloutController:
             self.operators[(op, label)] = candidate
             self.history.append(record)
             self.done[rid] = threading.Event()
-        threading.Thread(target=self._run, args=(request, record, baseline, label),
+        threading.Thread(target=self._run, args=(request, planner, record, baseline, label),
                          name=f"rollout-{rid}", daemon=True).start()  # fmt: skip
         return rid
 
@@ -284,19 +288,23 @@ class RolloutController:
             return copy.deepcopy(next(r for r in self.history if r["id"] == rid))
 
     # -- internals -------------------------------------------------------------------
-    def _run(self, request: RolloutRequest, record: dict, baseline: str, label: str) -> None:
+    def _run(
+        self, request: RolloutRequest, planner: Planner, record: dict, baseline: str, label: str
+    ) -> None:
         op = request.operator
         executor = None
         try:
             executor = RayExecutor(self, request, baseline, label)
             finish: Finish = drive(
-                request.planner(time.monotonic_ns), executor, sleep=time.sleep,
+                planner, executor, sleep=time.sleep,
                 poll_s=request.poll_s, on_action=lambda a: record["actions"].append(_show(a)),
             )  # fmt: skip
             state, reason = finish.outcome, finish.reason
         except EdgerayError as err:
             self.errors[record["id"]] = err
             state, reason = "refused" if isinstance(err, RolloutRefused) else "failed", str(err)
+            if executor is not None and executor.undo():
+                reason += f"; the slots it had moved are back on {baseline}"
         except Exception as err:  # a Ray failure mid-rollout: reported, not swallowed
             self.errors[record["id"]] = RolloutError(
                 f"{type(err).__name__}: {err}", pipeline=self.p.name, operator=op
@@ -474,6 +482,21 @@ class RayExecutor:
         slots = self._slots(action.slots)
         self._retire({s.index: (s.actors[action.version], action.version) for s in slots
                       if action.version in s.actors and s.active != action.version})  # fmt: skip
+
+    def undo(self) -> bool:
+        """After a failure mid-rollout: every slot back on the baseline, the candidate stopped.
+        Whether any slot had moved."""
+        seen = self.observe()
+        moved = tuple(s.slot for s in seen.on(self.candidate))
+        if moved:
+            cold = tuple(s.slot for s in seen.on(self.candidate) if self.baseline not in s.warm)
+            if cold:
+                self.start(Start(cold, self.baseline))
+            self.switch(Switch(moved, self.baseline))
+        warm = tuple(s.slot for s in self.observe().warm(self.candidate))
+        if warm:
+            self.stop(Stop(warm, self.candidate))
+        return bool(moved)
 
     # -- internals -------------------------------------------------------------------
     def _retire(self, replicas: Mapping[int, tuple[str, str]]) -> None:
