@@ -43,7 +43,7 @@ class PublicSafety(Operator):
     resources = Resources(num_cpus=0.05)
 
     def __init__(
-        self, *, stall_s: float = 30.0, min_halting: int = 3, downstream_full: float = 15.0
+        self, *, stall_s: float = 60.0, min_halting: int = 3, downstream_full: float = 15.0
     ) -> None:
         self.stall_s = stall_s
         self.min_halting = min_halting

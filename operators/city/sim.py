@@ -79,7 +79,7 @@ class SumoCity(Source):
     Outputs:
       ``readings``: per intersection and step: ``intersection``, ``unit`` (its roadside node),
       ``t_s``, per approach lane ``vehicles`` / ``halting`` (lane-area detector), ``passed``
-      (stop-line loop count this step), ``downstream`` (vehicles on the lanes it feeds),
+      (stop-line loop count this step), ``downstream`` (vehicles on the fullest lane it feeds),
       the layout (``green_phases``, ``serves``), ``phase`` (green index or -1 in a change),
       ``phase_s`` (time in it); truth: ``incident``.
       ``air``: every ``air_period_s``: ``intersection``, ``unit``, ``pm25``, ``no2``, ``t_s``;
@@ -257,7 +257,7 @@ class SumoCity(Source):
         passed = np.array([_passed(self._api, self._state, lane) for lane in lay.lanes], np.int32)
         downstream = np.array(
             [
-                sum(self._api.lane.getLastStepVehicleNumber(x) for x in exits) / max(len(exits), 1)
+                max((self._api.lane.getLastStepVehicleNumber(x) for x in exits), default=0)
                 for exits in lay.exits
             ],
             np.float32,
