@@ -33,32 +33,25 @@ The system tests (``tests/system/test_rollout.py``) reuse this scenario.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"  # pinned in every arm, inherited by Ray's workers
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local instance
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from models import Registry  # noqa: E402
-from operators import Message, Resources, Sink, Source  # noqa: E402
-from operators.detection import ObjectDetector  # noqa: E402
-from pipelines import Pipeline, RunSummary  # noqa: E402
-from pipelines._rollout import RolloutRequest  # noqa: E402
-from pipelines._runtime import Runtime  # noqa: E402
+from models import Registry
+from operators import Message, Resources, Sink, Source
+from operators.detection import ObjectDetector
+from pipelines import Pipeline, RunSummary
+from pipelines._rollout import RolloutRequest
+from pipelines._runtime import Runtime
 
 RESULTS = Path(__file__).parent / "results"
 #: Confidence each registered version reports for its one car; ``det@3`` also breaks on
@@ -288,6 +281,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 nodes, shorter streams")
     args = ap.parse_args()
+    # Set here, not at import (the system tests import the scenario): before the cluster
+    # starts, so Ray's workers inherit them.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"  # pinned in every arm (ONNX Runtime: intra_op_threads=1)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local instance
     n_nodes = 3 if args.quick else 5
     rate = 60.0  # frames/s over all streams
     before, after = (90, 60) if args.quick else (300, 150)
