@@ -33,9 +33,15 @@ The system tests (``tests/system/test_rollout.py``) reuse this scenario.
 
 from __future__ import annotations
 
+import os
+
+# Before Ray is imported: it decides at import whether a node binds to 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local instance
+
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -281,13 +287,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 nodes, shorter streams")
     args = ap.parse_args()
-    # Set here, not at import (the system tests import the scenario): before the cluster
-    # starts, so Ray's workers inherit them.
+    # Pinned here, not at import (the system tests import the scenario), before the cluster
+    # starts so Ray's workers inherit them; ONNX Runtime has intra_op_threads=1.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"  # pinned in every arm (ONNX Runtime: intra_op_threads=1)
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local instance
+        os.environ[var] = "1"
     n_nodes = 3 if args.quick else 5
     rate = 60.0  # frames/s over all streams
     before, after = (90, 60) if args.quick else (300, 150)
