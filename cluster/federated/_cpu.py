@@ -8,7 +8,8 @@ live pipeline's operators win the CPU whenever both want it.
 The thread caps of BLAS / OpenMP pools are read once, when the library loads:
 ``trainer_env`` goes into the actor's ``runtime_env`` so they hold before the
 worker imports numpy; ``bound_cpu_share`` applies what can still change at run
-time (OpenCV, PyTorch, niceness).
+time (OpenCV, PyTorch, niceness). Trainers run no ONNX Runtime session (they
+train in numpy or PyTorch); ONNX export happens on the coordinator.
 """
 
 from __future__ import annotations
@@ -62,13 +63,3 @@ def bound_cpu_share(share: CpuShare) -> dict[str, int]:
     if share.niceness > current:
         os.nice(share.niceness - current)
     return {"niceness": os.nice(0), "threads": share.threads}
-
-
-def ort_options(share: CpuShare):
-    """ONNX Runtime session options within ``share`` (for a trainer that runs an ONNX model)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = share.threads
-    options.inter_op_num_threads = 1
-    return options

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,6 @@ class TrainerSpec:
     backend: str = "mlp"
     hidden: tuple[int, ...] = (128,)
     seed: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, node: str) -> Trainer:
         """The trainer over ``node``'s own partition (read here, on the node)."""

@@ -229,7 +229,6 @@ class RayTrainerPool(TrainerPool):
         remote = ray.remote(TrainerActor)
         self.actors = {
             node: remote.options(
-                name=None,
                 num_cpus=share.num_cpus,
                 label_selector={label: node},
                 max_restarts=0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -95,7 +95,6 @@ class RoundMetrics:
     bytes_moved: int
     duration_s: float
     epsilon: float | None = None
-    extra: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def mean_client_accuracy(self) -> float:

@@ -37,7 +37,7 @@ from models.federated.strategies import (
     make_strategy,
 )
 from models.federated.torch_cnn import TorchCNNTrainer
-from models.federated.trainer import EvalResult, FitResult, Trainer, Weights, check_weights, nbytes
+from models.federated.trainer import EvalResult, FitResult, Trainer, Weights, check_weights
 
 __all__ = [
     "STRATEGIES",
@@ -68,7 +68,6 @@ __all__ = [
     "epsilon",
     "export_onnx",
     "make_strategy",
-    "nbytes",
     "noise_multiplier_for",
     "read_partition",
     "train_test_split",

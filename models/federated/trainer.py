@@ -86,8 +86,3 @@ def check_weights(weights: Sequence[np.ndarray], reference: Sequence[np.ndarray]
                 "its learning rate or clip its updates",
                 client=client,
             )
-
-
-def nbytes(weights: Sequence[np.ndarray]) -> int:
-    """Bytes of the arrays in ``weights`` (what moving them costs on the wire, roughly)."""
-    return int(sum(np.asarray(w).nbytes for w in weights))
