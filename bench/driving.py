@@ -17,7 +17,9 @@
   ``ttc_at_braking_s`` of each, ``collisions``, and ``false_brakes`` (AEB in the other
   scenarios). These drives leave lane keeping to the simulator (``perception=False``:
   AEB acts on the lidar); ``lane_keeping_max_lateral_m`` reports the drives that steer
-  on detected lanes, with the whole perception stack running.
+  on detected lanes, with the whole perception stack running (``PERCEPTION_DRIVES``), and
+  ``stopped_at_stop_sign`` whether the stop-sign drives came to a halt on the signs the
+  pipeline recognised.
 - Real time on the embedded local fleet (``cluster/fleets/local.toml``, 2 cores):
   ``latency_p50_ms`` / ``latency_p99_ms`` from a sensor's ``ingest_ts`` to the control
   command leaving the controller, camera paced at 30 Hz with the whole perception stack;
@@ -59,6 +61,8 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 EMERGENCIES = ("lead_emergency_brake", "cut_in", "pedestrian_crossing")
 EMERGENCY_GAP_M = 30.0
 MIN_LANE_CONFIDENCE = 0.8  # what DecisionMaker steers on
+#: The drives with the whole perception stack deciding: lanes steer, signs set limits / stops.
+PERCEPTION_DRIVES = ("lane_curve", "car_following", "stop_sign", "speed_limit_change")
 #: A tiny camera at 1 Hz for the drives that judge braking only (AEB acts on the lidar).
 FAST_CAMERA = {"camera": PinholeCamera(width=64, height=36, focal=48.0), "camera_hz": 1.0}
 
@@ -131,6 +135,8 @@ def drive(name: str, seed: int, tmp: pathlib.Path, *, perception: bool) -> dict[
         "min_gap_m": round(min(m.truth["gap"] for m in ego), 2),
         "collision": any(m.truth["collision"] for m in ego),
         "max_lateral_m": round(max(abs(m.truth["lateral_offset"]) for m in ego), 3),
+        "min_speed_mps": round(min(m.truth["speed"] for m in ego), 2),
+        "end_speed_mps": round(ego[-1].truth["speed"], 2),
         "dead_lettered": len(run.dead_letters),
     }
 
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("detection", lambda: detection_map(seeds, tmp)),
             ("lanes", lambda: lane_offset_error(seeds, camera_hz=5.0)),
             ("signs", sign_accuracy),
-            ("closed loop", lambda: closed_loop(seeds, ("lane_curve", "car_following"), tmp)),
+            ("closed loop", lambda: closed_loop(seeds, PERCEPTION_DRIVES, tmp)),
             ("fleet", lambda: on_fleet(8.0 if args.quick else 12.0, tmp)),
         )
         for name, stage in stages:

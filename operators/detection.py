@@ -219,6 +219,9 @@ class ObjectDetector(Operator):
         self.max_detections = int(max_detections)
         self.intra_op_threads = int(intra_op_threads)
         self.keep_image = keep_image
+        if keep_image:  # the frame travels on with the boxes (e.g. to SignRecognizer)
+            image = Field("uint8", (None, None, 3))
+            self.outputs = (Port("detections", {**DETECTIONS_SCHEMA, "image": image}),)
         self.carry = tuple(carry)
         self.input_size = int(input_size)
         self.signature = yolox_signature(self.input_size, int(num_classes))

@@ -8,13 +8,14 @@ feeds its camera, lidar and GPS-IMU streams into the vehicle's operators
   curvature, confidence) and ``ObjectDetector`` (the project's own detector for the
   simulator's world; on a vehicle with ``edge.accel=gpu`` where there is one), whose
   boxes ``SensorFusion`` joins with the lidar scan of the same instant (bounded skew)
-  to give every object a distance;
+  to give every object a distance, and whose sign boxes ``SignRecognizer`` classifies
+  (the project's GTSRB classifier, voting over each sign's track) for the decisions;
 * ``SafetyMonitor`` (lidar obstacles in the ego path, time to collision, stale
   sensors) → ``DecisionMaker`` (cruise / follow / emergency braking, lane keeping on
-  the lane geometry) → ``Controller`` (rate-limited throttle / brake / steer, reason
-  attached), whose commands go back into the simulator's ``control`` input over a
-  **feedback** edge (latest-only, window 1: the newest command wins, older queued
-  ones are dropped and counted);
+  the lane geometry, stop and speed-limit signs) → ``Controller`` (rate-limited
+  throttle / brake / steer, reason attached), whose commands go back into the
+  simulator's ``control`` input over a **feedback** edge (latest-only, window 1: the
+  newest command wins, older queued ones are dropped and counted);
 * ``EmergencyHandler`` publishes this vehicle's emergencies to the fleet topic
   ``v2v/emergency`` and subscribes to it, turning other vehicles' emergencies into
   speed advisories for ``DecisionMaker``.
@@ -22,10 +23,10 @@ feeds its camera, lidar and GPS-IMU streams into the vehicle's operators
 The hub (``edge.role=hub``, falling back to the vehicle) records the commands (with
 their reason, e.g. ``AEB: ttc 1.20 s``), the safety events, the emergencies, the ego
 stream (with the simulator's ground truth: gap to the lead, collision), the fused
-objects and the lanes as Arrow IPC, one recorder per stream under
+objects, the lanes and the signs as Arrow IPC, one recorder per stream under
 ``<out_dir>/<sink>`` (``operators.recording.read_recording`` reads them back), raw
 camera frames at ``camera_record_hz`` under ``<out_dir>/camera_log``, and draws
-boxes, distances, lanes and the command on the camera frames (``Annotator``) into
+boxes, distances, lanes, signs and the command on the camera frames (``Annotator``) into
 MP4 clips and a PNG strip under ``<out_dir>/video``.
 
 Time: the pipeline runs on the simulator's event time (``Pipeline(time="event")``):
@@ -41,7 +42,7 @@ consumer never stalls the sensors).
 >>> p = build(out_dir="out/driving")
 >>> p.validate()
 >>> sorted(s.name for s in p.specs.values() if s.placement.selector == VEHICLE)
-['control', 'decide', 'fusion', 'lanes', 'safety', 'sim', 'v2v']
+['control', 'decide', 'fusion', 'lanes', 'safety', 'signs', 'sim', 'v2v']
 >>> [e.name for e in p.edges if e.feedback]
 ['control.control->sim.control']
 
@@ -72,6 +73,7 @@ from operators.fusion import SensorFusion
 from operators.lanes import LaneDetector
 from operators.recording import Recorder
 from operators.safety import SafetyMonitor
+from operators.signs import SignRecognizer
 from pipelines._graph import Pipeline
 from pipelines.data import PROJECT_ROOT
 
@@ -85,6 +87,9 @@ HUB = {"edge.role": "hub"}
 #: The project's own detector for the simulator's world, and its ``ObjectDetector`` parameters.
 SIM_DETECTOR = str(PROJECT_ROOT / "models" / "artifacts" / "sim-detector" / "model.onnx")
 SIM_DETECTOR_OPTIONS: Mapping[str, Any] = {"num_classes": 3, "classes": None}
+#: What the detector passes on for ``SignRecognizer``: the frame and its camera matrix (sign
+#: distances from box heights).
+SIGNS_FROM_DETECTOR: Mapping[str, Any] = {"keep_image": True, "carry": ("frame", "K")}
 #: The hub's recorders: sink name -> the output port it records (the recorder's input port is
 #: named after it, so ``Replay`` plays it back on that port). One sink per stream: a sink
 #: de-duplicates by ``(source, seq, part)``, which a derived message shares with its input
@@ -97,12 +102,15 @@ RECORDED = {
     "ego_log": "sim.ego",
 }
 #: Recorded when perception runs.
-PERCEPTION_RECORDED = {"objects": "fusion.objects", "lane_log": "lanes.lanes"}
+PERCEPTION_RECORDED = {
+    "objects": "fusion.objects", "lane_log": "lanes.lanes", "sign_log": "signs.signs",
+}  # fmt: skip
 #: CPUs per replica. Ray's CPU counts are bookkeeping (DESIGN.md), but they must fit: the
 #: local fleet's vehicle has one CPU for everything it runs, the hub one for its sinks.
 SHARES = {
     "sim": 0.2, "safety": 0.1, "decide": 0.05, "control": 0.05, "v2v": 0.05,
-    "lanes": 0.15, "detect": 0.2, "fusion": 0.1, "annotate": 0.1, "video": 0.1, "recorder": 0.05,
+    "lanes": 0.15, "detect": 0.2, "fusion": 0.1, "signs": 0.1,
+    "annotate": 0.1, "video": 0.1, "recorder": 0.05,
 }  # fmt: skip
 
 
@@ -200,12 +208,14 @@ def _perception(
 ) -> None:
     """Lanes → decision; detection + lidar → fusion; everything drawn into the video."""
     model = os.fspath(detector) if detector is not None else SIM_DETECTOR
-    options = dict(SIM_DETECTOR_OPTIONS if detector_options is None else detector_options)
+    options = {**(SIM_DETECTOR_OPTIONS if detector_options is None else detector_options),
+               **SIGNS_FROM_DETECTOR}  # fmt: skip
     p.operator("lanes", _share(LaneDetector(geometry=True), "lanes"), placement=VEHICLE)
     p.operator("detect", _share(ObjectDetector(model=model, **options), "detect"),
                placement=VEHICLE_GPU, fallbacks=[VEHICLE])  # fmt: skip
     fusion = SensorFusion(calibration=Calibration.from_pinhole(camera.K, camera.T_cam_ego))
     p.operator("fusion", _share(fusion, "fusion"), placement=VEHICLE)
+    p.operator("signs", _share(SignRecognizer(), "signs"), placement=VEHICLE)
     p.operator("annotate", _share(Annotator(class_names=CLASSES), "annotate"),
                placement=HUB, fallbacks=[VEHICLE])  # fmt: skip
     p.sink("video", _share(AnnotatedVideo(os.path.join(out, "video"), fps=video_hz), "video"),
@@ -216,10 +226,12 @@ def _perception(
     p.connect("sim.camera", "detect.camera", policy=sensors, window=2)
     p.connect("detect.detections", "fusion.camera", window=4)
     p.connect("sim.lidar", "fusion.lidar", policy=sensors, window=2)
+    p.connect("detect.detections", "signs.detections", window=4)
+    p.connect("signs.signs", "decide.signs", window=4)
     # the video: frames at video_hz, the newest overlays (never waiting for the hub)
     p.connect("sim.camera", "annotate.camera", policy=records, window=2, rate_hz=video_hz)
     for src, overlay in (("fusion.objects", "objects"), ("lanes.lanes", "lanes"),
-                         ("control.control", "control")):  # fmt: skip
+                         ("signs.signs", "signs"), ("control.control", "control")):  # fmt: skip
         p.connect(src, f"annotate.{overlay}", policy="latest-only", window=2)
     p.connect("annotate.annotated", "video.annotated", policy=records, window=4)
 

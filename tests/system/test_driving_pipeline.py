@@ -22,7 +22,7 @@ from pipelines.autonomous_driving import PERCEPTION_RECORDED, RECORDED, V2V_TOPI
 
 pytestmark = pytest.mark.system
 
-VEHICLE_OPS = {"sim", "safety", "decide", "control", "v2v", "lanes", "detect", "fusion"}
+VEHICLE_OPS = {"sim", "safety", "decide", "control", "v2v", "lanes", "detect", "fusion", "signs"}
 HUB_OPS = {*RECORDED, *PERCEPTION_RECORDED, "camera_log", "annotate", "video"}
 
 

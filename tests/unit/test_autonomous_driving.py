@@ -30,7 +30,7 @@ def test_validates_against_the_local_fleet_and_fits_its_nodes(tmp_path):
     p = build(out_dir=tmp_path)
     p.validate(FLEET)
     on = {name: dict(s.placement.selector) for name, s in p.specs.items()}
-    vehicle = {"sim", "safety", "decide", "control", "v2v", "lanes", "fusion"}
+    vehicle = {"sim", "safety", "decide", "control", "v2v", "lanes", "fusion", "signs"}
     hub = {*RECORDED, *PERCEPTION_RECORDED, "camera_log", "annotate", "video"}
     assert {n for n, sel in on.items() if sel == {"edge.role": "vehicle"}} == vehicle
     assert {n for n, sel in on.items() if sel == {"edge.role": "hub"}} == hub
