@@ -185,6 +185,10 @@ def test_corrupt_or_unfit_models_are_refused_before_any_replica_switches(
                 except RolloutRefused as err:
                     errors[model] = str(err)
             statuses.extend(_rollout.status("refuse"))
+            try:  # fleet-wide: finds this pipeline's detector as the user of model "det"
+                _rollout.fleet_update("det@3", RolloutRequest(operator=""))
+            except RolloutRefused as err:
+                errors["fleet"] = str(err)
             try:  # the command line reaches the same controller from outside the driver
                 args = cli.parse_args(["rollout", "refuse", "detector", "--model", "det@2"])
                 args.func(args)
@@ -205,6 +209,7 @@ def test_corrupt_or_unfit_models_are_refused_before_any_replica_switches(
     assert "shape [1, 3, 320, 320], expected 'images' float32[1, 3, 416, 416]" in errors["det@3"]
     assert "not found" in errors["det@9"]
     assert "sha256" in errors["cli"] and errors["status exit"] == 0
+    assert errors["fleet"].startswith("rollout of refuse/detector: model 'det@3' refused")
     (status,) = statuses
     old = label("det@1")
     assert [s["active"] for s in status["serving"]["detector"]] == [old] * 3
