@@ -160,16 +160,17 @@ def _live_session(fallback_onnx: bytes):
     options.inter_op_num_threads = 1
     try:
         model = str(data_path("detector-yolox-nano", "yolox_nano.onnx"))
-        feed = {"images": np.random.default_rng(0).uniform(0, 255, (1, 3, 416, 416))}
+        frame = np.random.default_rng(0).uniform(0, 255, (1, 3, 416, 416)).astype(np.float32)
+        feed = {"images": frame}
         name = "yolox-nano"
     except FileNotFoundError:
         model = fallback_onnx
-        feed = {"images": np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3))}
+        feed = {"images": np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8)}
         name = "sign-mlp"
     session = onnxruntime.InferenceSession(
         model, sess_options=options, providers=["CPUExecutionProvider"]
     )
-    return session, {k: v.astype(np.float32) for k, v in feed.items()}, name
+    return session, feed, name
 
 
 def live_p99_ms(session, feed, *, frames: int, rate_hz: float = 10.0) -> float:

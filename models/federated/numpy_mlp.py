@@ -1,9 +1,12 @@
 """The numpy backend: a small MLP over 32x32x3 image crops, trainable and exportable to ONNX.
 
 Needs nothing beyond numpy (training) and ``onnx`` (export). Pixels go in as
-they come (uint8 or float, 0-255, N x 32 x 32 x 3, the channel order of the
-training data); the model scales them to [-0.5, 0.5] itself, so the exported
-ONNX graph takes the same raw pixels.
+they come (uint8, N x 32 x 32 x 3, the channel order of the training data: BGR
+for the sign dataset); the model scales them to [-0.5, 0.5] itself, so the
+exported ONNX graph takes the same raw crops. The export has the signature
+``operators.signs.SignRecognizer`` asks of its classifier (``images`` uint8
+[N, 32, 32, 3] -> ``scores`` float32 [N, C]), so a federated round's model can be
+rolled out to it.
 
 >>> rng = np.random.default_rng(0)
 >>> X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
@@ -27,7 +30,7 @@ from models.federated.trainer import EvalResult, FitResult, Weights
 
 IMAGE_SHAPE = (32, 32, 3)
 INPUT_NAME = "images"
-OUTPUT_NAME = "probs"
+OUTPUT_NAME = "scores"
 
 
 def init_weights(num_inputs: int, hidden: Sequence[int], num_classes: int, *, seed: int) -> Weights:
@@ -169,7 +172,7 @@ def score(weights: Weights, x: np.ndarray, y: np.ndarray) -> EvalResult:
 
 
 def export_onnx(weights: Weights) -> bytes:
-    """ONNX bytes: input ``images`` float32 [N, 32, 32, 3] raw 0-255, output ``probs`` [N, C]."""
+    """ONNX bytes: input ``images`` uint8 [N, 32, 32, 3], output ``scores`` (softmax) [N, C]."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -180,7 +183,8 @@ def export_onnx(weights: Weights) -> bytes:
         numpy_helper.from_array(np.array(0.5, np.float32), "shift"),
     ]
     nodes = [
-        helper.make_node("Reshape", [INPUT_NAME, "flat_shape"], ["flat"]),
+        helper.make_node("Cast", [INPUT_NAME], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["pixels", "flat_shape"], ["flat"]),
         helper.make_node("Mul", ["flat", "scale"], ["scaled"]),
         helper.make_node("Sub", ["scaled", "shift"], ["h0"]),
     ]
@@ -198,7 +202,7 @@ def export_onnx(weights: Weights) -> bytes:
     graph = helper.make_graph(
         nodes,
         "edgeray-mlp",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", *IMAGE_SHAPE])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", *IMAGE_SHAPE])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", num_classes])],
         initializer=inits,
     )

@@ -3,7 +3,7 @@
 Needs the optional ``[train]`` extra (``pip install torch==2.13.0``, the CPU
 build); importing this module does not import torch, building a trainer does.
 Same protocol and the same ONNX signature as the numpy MLP: input ``images``
-float32 [N, 32, 32, 3] raw 0-255 pixels, output ``probs`` [N, C].
+uint8 [N, 32, 32, 3] raw pixels, output ``scores`` (softmax) [N, C].
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _build(num_classes: int):
             )
 
         def forward(self, images):
-            x = images.permute(0, 3, 1, 2) / 255.0 - 0.5
+            x = images.float().permute(0, 3, 1, 2) / 255.0 - 0.5
             return self.body(x)
 
     return SignCNN()
@@ -136,7 +136,7 @@ class TorchCNNTrainer:
         return EvalResult(loss, accuracy, len(y))
 
     def to_onnx(self, weights: Weights | None = None) -> bytes:
-        """ONNX bytes exported with ``torch.onnx`` (softmax probabilities as ``probs``)."""
+        """ONNX bytes exported with ``torch.onnx`` (softmax probabilities as ``scores``)."""
         import io
 
         torch = _torch()
@@ -146,7 +146,7 @@ class TorchCNNTrainer:
         buffer = io.BytesIO()
         torch.onnx.export(
             wrapped,
-            (torch.zeros(1, *IMAGE_SHAPE),),
+            (torch.zeros(1, *IMAGE_SHAPE, dtype=torch.uint8),),
             buffer,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,7 @@ from models.federated import (
     make_strategy,
 )
 from models.federated.testing import class_patterns
+from operators.signs import SIGN_SIGNATURE
 
 GLOBAL = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
 
@@ -113,7 +116,7 @@ def test_check_weights_names_the_client_and_the_layer_that_does_not_fit():
         check_weights([GLOBAL[0], np.array([np.nan, 0], np.float32)], GLOBAL, client="v2")
 
 
-def test_mlp_learns_and_its_onnx_export_gives_the_same_probabilities():
+def test_mlp_learns_and_its_onnx_export_gives_the_same_probabilities_to_a_sign_recognizer():
     import onnxruntime
 
     # prepare
@@ -126,13 +129,15 @@ def test_mlp_learns_and_its_onnx_export_gives_the_same_probabilities():
     session = onnxruntime.InferenceSession(
         trainer.to_onnx(fitted.weights), providers=["CPUExecutionProvider"]
     )
-    onnx_probs = session.run(None, {"images": X[:8].astype(np.float32)})[0]
+    onnx_probs = session.run(None, {"images": X[:8]})[0]
     trainer.set_weights(fitted.weights)
     from models.federated.numpy_mlp import features, forward
 
     numpy_probs, _ = forward(fitted.weights, features(X[:8]))
 
     # assert
+    four_classes = dataclasses.replace(SIGN_SIGNATURE, output_shape=(None, 4))
+    four_classes.check(session, model="the MLP's export")  # raises SignatureMismatch if not
     assert trainer.evaluate(fitted.weights, {}).accuracy > max(before, 0.9)
     np.testing.assert_allclose(onnx_probs, numpy_probs, atol=1e-5)
 
@@ -171,7 +176,7 @@ def test_torch_backend_trains_and_exports_with_torch_onnx():
     # execute
     fitted = trainer.fit(trainer.get_weights(), {"epochs": 15, "lr": 0.1, "proximal_mu": 0.01})
     session = onnxruntime.InferenceSession(trainer.to_onnx(), providers=["CPUExecutionProvider"])
-    probs = session.run(None, {"images": X.astype(np.float32)})[0]
+    probs = session.run(None, {"images": X})[0]
 
     # assert
     assert trainer.evaluate(fitted.weights, {}).accuracy > 0.9
