@@ -56,7 +56,7 @@ from models import Registry
 from operators import Message, Resources, Sink, Source
 from operators.detection import ObjectDetector
 from pipelines import Pipeline, RunSummary
-from pipelines._rollout import RolloutRequest
+from pipelines._rollout import RolloutRequest, status
 from pipelines._runtime import Runtime
 
 RESULTS = Path(__file__).parent / "results"
@@ -206,6 +206,7 @@ class Outcome:
     error: BaseException | None
     window_ns: tuple[int, int]  # wall clock when the rollout began and ended
     received: list[tuple[Message, int]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # every rollout's record
 
     @property
     def frames_lost(self) -> int:
@@ -237,7 +238,7 @@ def run_rollout(
     runtime = Runtime(pipeline)
     runtime.deploy()
     sink = runtime.actors[f"{pipeline.name}/out#0"]
-    got: dict[str, Any] = {"record": None, "error": None, "window": (0, 0)}
+    got: dict[str, Any] = {"record": None, "error": None, "window": (0, 0), "history": []}
 
     def control() -> None:
         try:
@@ -248,6 +249,7 @@ def run_rollout(
             except Exception as err:  # reported in the outcome, the stream goes on
                 got["error"] = err
             got["window"] = (began, time.time_ns())
+            got["history"] = status(pipeline.name)[0]["rollouts"]
             _wait_progress(sink, ray_progress(sink) + after)
         finally:
             runtime.stop("rollout scenario over")
@@ -257,7 +259,8 @@ def run_rollout(
     summary = runtime.run(timeout_s=timeout_s)
     thread.join()
     received = [x for s in runtime.stats if s["operator"] == "out" for x in s["snapshot"]]
-    return Outcome(summary, runtime.stats, got["record"], got["error"], got["window"], received)
+    return Outcome(summary, runtime.stats, got["record"], got["error"], got["window"], received,
+                   got["history"])  # fmt: skip
 
 
 def ray_progress(actor) -> int:

@@ -26,8 +26,9 @@ from bench.rollout import (
 )
 from cluster.rollout import ReplicaVersion, RolloutRefused
 from models import Registry
+from operators import Operator, Resources
 from operators.detection import ObjectDetector
-from pipelines import _rollout
+from pipelines import Pipeline, _rollout
 from pipelines._cli_rollout import register, request_from
 from pipelines._rollout import RolloutRequest
 from pipelines._runtime import Runtime
@@ -238,3 +239,50 @@ def test_cli_builds_the_request_it_is_given():
     assert parser.parse_args(["rollout", "status"]).func.__name__ == "cmd_rollout"
     with pytest.raises(SystemExit):
         parser.parse_args(["rollout", "cams", "detector", "--strategy", "sideways"])
+
+
+class Stamp(Operator):
+    """Passes frames on with its ``tag``; its ``setup`` fails on node ``fail_on``."""
+
+    inputs = ("in",)
+    outputs = ("out",)
+    resources = Resources(num_cpus=0.1)
+
+    def __init__(self, tag: str, fail_on: str | None = None) -> None:
+        self.tag, self.fail_on = tag, fail_on
+
+    def setup(self, ctx) -> None:
+        if ctx.node == self.fail_on:
+            raise RuntimeError(f"cannot start on {ctx.node}")
+
+    def process(self, port, message):
+        yield "out", message.derive({"tag": self.tag})
+
+
+def test_a_rollout_failing_midway_puts_the_moved_slots_back(ray_cluster):
+    p = Pipeline("midway")
+    p.source("cams", scenario.Cameras(3), rate_hz=RATE_HZ, placement={"edge.node": NODES[0]})
+    p.operator(
+        "stamp", Stamp("a"), keys={f"cam-{i}": {"edge.node": n} for i, n in enumerate(NODES)}
+    )
+    p.sink("out", scenario.ArrivalSink(), placement={"edge.node": NODES[0]})
+    p.connect("cams", "stamp")
+    p.connect("stamp", "out")
+    request = RolloutRequest(operator="stamp", params={"tag": "b", "fail_on": "vehicle-1"},
+                             min_frames=5)  # fmt: skip
+    out = scenario.run_rollout(p, request, before=45, after=45, timeout_s=120)
+
+    assert isinstance(out.error, RolloutRefused), out.error
+    assert "could not start and warm up on slots 0" in str(out.error)  # vehicle-1: moved last
+    assert "cannot start on vehicle-1" in str(out.error)
+    (record,) = out.history
+    assert record["state"] == "refused" and record["reason"].endswith(
+        f"the slots it had moved are back on {record['baseline']}"
+    )
+    assert_every_frame_accounted(out)
+    tags = {}
+    for m, _ in sorted(out.received, key=lambda x: x[0].seq):
+        tags.setdefault(m.source, []).append(m.payload["tag"])
+    assert all(t[-1] == "a" for t in tags.values())  # every stream back on the old version
+    assert "b" in tags["cam-1"] + tags["cam-2"]  # the two slots that had moved
+    assert set(tags["cam-0"]) == {"a"}
