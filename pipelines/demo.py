@@ -1,104 +1,99 @@
-"""``make demo``: lane finding over a real highway clip on a local edge fleet.
+"""``make demo``: a scripted drive through the autonomous-driving pipeline on a local edge fleet.
 
-Brings up the fleet of ``cluster/fleets/local.toml`` in this process (a head
-plus a vehicle, a roadside unit and a city hub, each a labeled Ray node on
-127.0.0.1), runs the ``lanes`` pipeline (``pipelines.lanes``) across it: the
-camera and the lane detector on the vehicle, the Parquet recorder on the hub,
-over the whole Udacity solidWhiteRight clip at its 25 fps. It shows live
-progress, prints the run summary, how many frames had both lane lines (read
-back from the Parquet files) and where those files are, then takes the fleet
-down. ``--local`` runs the same pipeline with the local runner, without Ray.
-Earlier results of the pipeline in the output directory are replaced.
+Brings up the fleet of ``cluster/fleets/local.toml`` in this process (a head plus a
+vehicle, a roadside unit and a city hub, each a labeled Ray node on 127.0.0.1) and runs
+``pipelines.autonomous_driving`` across it in real time: the simulator (camera at
+30 Hz, lidar, GPS-IMU), perception (lanes, the project's detector, lidar fusion, sign
+recognition), safety, decisions and control on the vehicle, the recorders and the
+annotated video on the hub. The default drive (``lead_emergency_brake``, a held-out
+variant) follows a lead car along a lane, recognises a speed-limit sign and brakes when
+the lead brakes hard. A live line shows the messages the sinks have recorded; at the end
+it prints the run summary (accounting identity, drops by reason, placement) and what the
+vehicle did, judged against the simulator's ground truth (which no operator reads), and
+where the recordings and the video strip are. Earlier results in the output directory
+are replaced. ``--local`` runs the same pipeline with the local runner, without Ray.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import pathlib
+import shutil
 
-import cv2
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from operators.parquet_sink import read_parquet_dir
-from pipelines._graph import Pipeline
+from operators.driving import SCENARIOS, scenario
+from operators.recording import read_recording
+from operators.signs import sign_names
 from pipelines._summary import RunSummary
-from pipelines.data import data_path
-from pipelines.lanes import DEFAULT_VIDEO, build
-from pipelines.testing import LocalRun, run_local
+from pipelines.autonomous_driving import build
+from pipelines.testing import run_local
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__)
-    parser.add_argument("--video", help="a video file (default: the shared solidWhiteRight.mp4)")
-    parser.add_argument("--out", default="out/lanes", help="Parquet directory (out/lanes)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    parser.add_argument("--scenario", default="lead_emergency_brake", choices=sorted(SCENARIOS))
+    parser.add_argument("--seed", type=int, default=0, help="the held-out variant (0)")
+    parser.add_argument("--out", default="out/driving", help="output directory (out/driving)")
     parser.add_argument("--local", action="store_true", help="the local runner, without Ray")
     args = parser.parse_args(argv)
     console = Console()
-
-    video = pathlib.Path(args.video).resolve() if args.video else data_path(*DEFAULT_VIDEO)
     out_dir = pathlib.Path(args.out).resolve()
-    for old in out_dir.glob("recorder-*.parquet"):
-        old.unlink()
-    pipeline = build(video, out_dir, args.max_frames)
-    total = _frame_total(video, args.max_frames)
-
+    shutil.rmtree(out_dir, ignore_errors=True)
+    drive = scenario(args.scenario, seed=args.seed, held_out=True)
+    console.print(f"drive: {drive.name} (held-out seed {args.seed}), {drive.duration_s:.0f} s")
+    pipeline = build(args.scenario, seed=args.seed, held_out=True, out_dir=out_dir,
+                     realtime=not args.local)  # fmt: skip
     if args.local:
-        summary = _run_with_progress(pipeline, total, console).summary
+        summary = run_local(pipeline).summary
         console.print(summary.format(), highlight=False, soft_wrap=True)
     else:
-        summary = _run_on_fleet(pipeline, total, console)
-
-    lanes = read_parquet_dir(out_dir)
-    both = sum(1 for m in lanes if m.payload["found"] == 2)
-    share = both / len(lanes) if lanes else 0.0
-    console.print(f"frames with both lane lines: {both} of {len(lanes)} ({share:.1%})")
-    console.print(f"lane lines written as Parquet to {out_dir}")
+        summary = _run_on_fleet(pipeline, console)
+    _report(out_dir, console)
     if summary.unplaceable or not summary.identity_holds():
         raise SystemExit(1)
 
 
-def _run_on_fleet(pipeline: Pipeline, total: int | None, console: Console) -> RunSummary:
-    """The pipeline on an embedded local fleet, with the recorder's count as progress."""
+def _run_on_fleet(pipeline, console: Console) -> RunSummary:
+    """The pipeline on an embedded local fleet, with the sinks' count as the live line."""
     from pipelines._launch import run_anywhere
 
-    columns = (TextColumn("lanes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("frames", total=total)
-        return run_anywhere(
+        task = progress.add_task("starting", total=None)
+        summary = run_anywhere(
             pipeline,
             timeout_s=600,
-            on_progress=lambda n: progress.update(task, completed=n),
+            on_progress=lambda n: progress.update(task, description=f"{n} messages recorded"),
             say=console.print,
         )
+    console.print(summary.format(), highlight=False, soft_wrap=True)
+    return summary
 
 
-def _run_with_progress(pipeline: Pipeline, total: int | None, console: Console) -> LocalRun:
-    """``run_local`` in a worker thread while the main thread draws the camera's progress."""
-    camera = pipeline.specs["camera"].operator  # the local runner drives this very instance
-    columns = (TextColumn("lanes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with (
-        Progress(*columns, console=console) as progress,
-        concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool,
-    ):
-        task = progress.add_task("frames", total=total)
-        future = pool.submit(run_local, pipeline)
-        while not concurrent.futures.wait([future], timeout=0.1).done:
-            progress.update(task, completed=camera.emitted)
-        progress.update(task, completed=camera.emitted)
-        return future.result()
-
-
-def _frame_total(video: pathlib.Path, max_frames: int | None) -> int | None:
-    capture = cv2.VideoCapture(str(video))
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    capture.release()
-    total = count or None
-    if max_frames is not None:
-        total = max_frames if total is None else min(total, max_frames)
-    return total
+def _report(out_dir: pathlib.Path, console: Console) -> None:
+    """What the vehicle did, from the hub's recordings (truth read here, never by operators)."""
+    ego = [m for _, m in read_recording(out_dir / "ego_log")]
+    commands = [m for _, m in read_recording(out_dir / "commands")]
+    signs = [m for _, m in read_recording(out_dir / "sign_log")]
+    aeb = [m for m in commands if m.payload["aeb"]]
+    if aeb:
+        first = aeb[0]
+        console.print(f"emergency braking at t={first.event_ts / 1e9:.2f} s, "
+                      f"time to collision {first.payload['ttc_s']:.2f} s")  # fmt: skip
+    gap = min(m.truth["gap"] for m in ego)
+    lateral = max(abs(m.truth["lateral_offset"]) for m in ego)
+    collided = "YES" if any(m.truth["collision"] for m in ego) else "no"
+    console.print(
+        f"speed {ego[0].truth['speed']:.1f} -> {ego[-1].truth['speed']:.1f} m/s, closest gap "
+        f"{gap:.1f} m, collision: {collided}, furthest from the lane centre {lateral:.2f} m"
+    )
+    names = sign_names()
+    seen = sorted({names[c] for m in signs for c in m.payload["voted_classes"] if c >= 0})
+    console.print(f"signs recognised: {', '.join(seen) or 'none'}")
+    strips = sorted((out_dir / "video").glob("*-strip.png"))
+    console.print(f"recordings under {out_dir}; video strip {strips[0] if strips else 'none'}")
 
 
 if __name__ == "__main__":
