@@ -82,7 +82,7 @@ V2V_TOPIC = "v2v/emergency"
 VEHICLE = {"edge.role": "vehicle"}
 #: Detection prefers a vehicle with an accelerator (``accel = "gpu"`` in the fleet spec; ONNX
 #: Runtime then picks CUDA), else runs on the vehicle's CPU.
-VEHICLE_GPU = {"edge.role": "vehicle", "edge.accel": "gpu"}
+ACCELERATOR = {"edge.accel": "gpu"}
 HUB = {"edge.role": "hub"}
 #: The project's own detector for the simulator's world, and its ``ObjectDetector`` parameters.
 SIM_DETECTOR = str(PROJECT_ROOT / "models" / "artifacts" / "sim-detector" / "model.onnx")
@@ -121,6 +121,7 @@ def build(
     held_out: bool = False,
     out_dir: str | os.PathLike[str] = "out/driving",
     vehicle: str = "vehicle",
+    node: str | None = None,
     realtime: bool = True,
     camera_hz: float = 30.0,
     poll_hz: float = 30.0,
@@ -137,7 +138,9 @@ def build(
     ``seed`` / ``held_out``: the scenario's variant (held-out variants are for evaluation)
     and the sensor noise. ``out_dir``: where the hub records (one directory per recorder
     under it, the annotated video under ``video``). ``vehicle``: this vehicle's id in V2V
-    broadcasts (and in the pipeline's name, ``driving-<vehicle>``). ``realtime``: poll the
+    broadcasts (and in the pipeline's name, ``driving-<vehicle>``); ``node``: the fleet
+    node (``edge.node``) this vehicle's operators run on, when there are several vehicles
+    (default: any ``edge.role=vehicle`` node). ``realtime``: poll the
     simulator at ``poll_hz`` (simulated seconds per poll) in real time, else as fast as the
     loop allows. ``camera_hz`` / ``camera``: the camera's rate and model.
     ``camera_record_hz``: raw frames recorded per simulated second. ``lidar_deadline_ms``:
@@ -151,6 +154,7 @@ def build(
     default ``SIM_DETECTOR``) and ``detector_options`` its ``ObjectDetector`` parameters
     (default ``SIM_DETECTOR_OPTIONS``).
     """
+    vehicle_on = VEHICLE if node is None else {**VEHICLE, "edge.node": node}
     sensors = "latest-only" if realtime else "block"  # newest wins / lossless, paced by the loop
     records = "drop-oldest" if realtime else "block"  # the vehicle never waits for the hub
     out = os.fspath(out_dir)
@@ -159,15 +163,15 @@ def build(
     sim = DrivingSimulator(
         scenario, seed=seed, held_out=held_out, poll_hz=poll_hz, camera_hz=camera_hz, camera=camera
     )
-    p.source("sim", _share(sim, "sim"), rate_hz=poll_hz if realtime else None, placement=VEHICLE)
-    p.operator("safety", _share(SafetyMonitor(), "safety"), placement=VEHICLE)
-    p.operator("decide", _share(DecisionMaker(), "decide"), placement=VEHICLE)
-    p.operator("control", _share(Controller(), "control"), placement=VEHICLE)
-    p.operator("v2v", _share(EmergencyHandler(vehicle=vehicle), "v2v"), placement=VEHICLE)
+    p.source("sim", _share(sim, "sim"), rate_hz=poll_hz if realtime else None, placement=vehicle_on)
+    p.operator("safety", _share(SafetyMonitor(), "safety"), placement=vehicle_on)
+    p.operator("decide", _share(DecisionMaker(), "decide"), placement=vehicle_on)
+    p.operator("control", _share(Controller(), "control"), placement=vehicle_on)
+    p.operator("v2v", _share(EmergencyHandler(vehicle=vehicle), "v2v"), placement=vehicle_on)
     recorded = {**RECORDED, **(PERCEPTION_RECORDED if perception else {})}
     for name, src in {**recorded, "camera_log": "sim.camera"}.items():
         recorder = _share(Recorder(os.path.join(out, name), ports=(src.split(".")[1],)), "recorder")
-        p.sink(name, recorder, placement=HUB, fallbacks=[VEHICLE])
+        p.sink(name, recorder, placement=HUB, fallbacks=[vehicle_on])
 
     # sensors into the safety monitor and the decision maker
     p.connect("sim.lidar", "safety.lidar", policy=sensors, window=2,
@@ -186,7 +190,8 @@ def build(
     p.publish("v2v.broadcast", V2V_TOPIC)
     p.subscribe(V2V_TOPIC, "v2v.v2v")
     if perception:
-        _perception(p, camera, sensors, records, out, detector, detector_options, video_hz)
+        _perception(p, vehicle_on, camera, sensors, records, out, detector, detector_options,
+                    video_hz)  # fmt: skip
     # recording on the hub
     for name, src in recorded.items():
         p.connect(src, f"{name}.{src.split('.')[1]}", policy=records,
@@ -198,6 +203,7 @@ def build(
 
 def _perception(
     p: Pipeline,
+    vehicle_on: Mapping[str, str],
     camera: PinholeCamera,
     sensors: str,
     records: str,
@@ -210,16 +216,16 @@ def _perception(
     model = os.fspath(detector) if detector is not None else SIM_DETECTOR
     options = {**(SIM_DETECTOR_OPTIONS if detector_options is None else detector_options),
                **SIGNS_FROM_DETECTOR}  # fmt: skip
-    p.operator("lanes", _share(LaneDetector(geometry=True), "lanes"), placement=VEHICLE)
+    p.operator("lanes", _share(LaneDetector(geometry=True), "lanes"), placement=vehicle_on)
     p.operator("detect", _share(ObjectDetector(model=model, **options), "detect"),
-               placement=VEHICLE_GPU, fallbacks=[VEHICLE])  # fmt: skip
+               placement={**vehicle_on, **ACCELERATOR}, fallbacks=[vehicle_on])  # fmt: skip
     fusion = SensorFusion(calibration=Calibration.from_pinhole(camera.K, camera.T_cam_ego))
-    p.operator("fusion", _share(fusion, "fusion"), placement=VEHICLE)
-    p.operator("signs", _share(SignRecognizer(), "signs"), placement=VEHICLE)
+    p.operator("fusion", _share(fusion, "fusion"), placement=vehicle_on)
+    p.operator("signs", _share(SignRecognizer(), "signs"), placement=vehicle_on)
     p.operator("annotate", _share(Annotator(class_names=CLASSES), "annotate"),
-               placement=HUB, fallbacks=[VEHICLE])  # fmt: skip
+               placement=HUB, fallbacks=[vehicle_on])  # fmt: skip
     p.sink("video", _share(AnnotatedVideo(os.path.join(out, "video"), fps=video_hz), "video"),
-           placement=HUB, fallbacks=[VEHICLE])  # fmt: skip
+           placement=HUB, fallbacks=[vehicle_on])  # fmt: skip
 
     p.connect("sim.camera", "lanes.frames", policy=sensors, window=2)
     p.connect("lanes.lanes", "decide.lanes", window=4)
