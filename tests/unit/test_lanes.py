@@ -290,3 +290,11 @@ def test_calibration_without_boards_says_so(tmp_path):
 
     with pytest.raises(OperatorError, match=r"found a 9x6 chessboard in only 0 usable of 1"):
         calibrate_from_chessboards([blank])
+
+
+def test_contact_sheet_of_every_real_udacity_frame(requires_data):
+    from pipelines.lane_overlays import overlays
+
+    sheet, both, total = overlays(tile_width=64)
+    assert (both, total) == (14, 14)
+    assert sheet.shape == (4 * 36, 4 * 64, 3)  # 14 tiles of 1280x720 scaled, 4 columns
