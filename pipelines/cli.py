@@ -15,6 +15,10 @@
     edgeray models rm REF          remove a version (refused while an alias points at it)
     edgeray eval lanes DIR         lane pixel precision / recall / F1 (TuSimple-style folder)
     edgeray eval detect DIR        detection precision / recall / AP@0.5 per class (KITTI folder)
+    edgeray rollout PIPELINE OPERATOR --model REF --strategy rolling|blue-green|canary|ab
+                                   move a running pipeline's replicas to a new version
+    edgeray rollout status [PIPELINE]   rollouts in progress and their history
+    edgeray rollout fleet REF      roll REF out to every running pipeline that uses the model
 
 ``down``, ``nodes``, ``env``, ``submit`` and ``run`` find the fleet by name (``--fleet``,
 default ``local``) in the state directory: ``--state-dir``, else ``$EDGERAY_STATE_DIR``, else
@@ -96,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _models_parser(sub)
     _eval_parser(sub)
+    from pipelines._cli_rollout import register as rollout_parser
+
+    rollout_parser(sub)
     return ap
 
 
