@@ -27,3 +27,17 @@ class FleetSpecError(FleetError):
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{', '.join(where)}: {problem}")
+
+
+class RolloutError(FleetError):
+    """A rollout could not be started or carried out; names the pipeline and operator."""
+
+    def __init__(self, message: str, *, pipeline: str | None = None, operator: str | None = None):
+        self.pipeline = pipeline
+        self.operator = operator
+        where = "/".join(x for x in (pipeline, operator) if x)
+        super().__init__(f"rollout of {where}: {message}" if where else message)
+
+
+class RolloutRefused(RolloutError):
+    """The new version was refused before any replica switched: the old one keeps serving."""

@@ -21,7 +21,9 @@ The whole tree::
     │   └── PipelineFileError         pipelines       a pipeline file without build()
     ├── RuntimeFailure                pipelines       the Ray runtime could not run it
     └── FleetError                    cluster         a fleet spec or a fleet on this machine
-        └── FleetSpecError            cluster         a spec file rejected before anything starts
+        ├── FleetSpecError            cluster         a spec file rejected before anything starts
+        └── RolloutError              cluster         a rollout could not start or carry on
+            └── RolloutRefused        cluster         refused before any replica switched
 
 Every message says what was wrong, where, and how to fix it.
 """

@@ -17,8 +17,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cluster._errors import RolloutRefused
 from cluster.rollout._actions import Action, Finish, Start, Switch, Wait
-from cluster.rollout._errors import RolloutRefused
 from cluster.rollout._state import Observed
 
 
