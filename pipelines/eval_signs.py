@@ -6,14 +6,13 @@ least the columns ``Filename`` and ``ClassId`` (GTSRB ids 0..42). Optional colum
 in the original image) place the sign's box; without them the whole image is the box.
 
 Each image is classified by the model ``SignRecognizer`` uses (the committed
-``gtsrb-signs`` ONNX model unless ``model`` says otherwise), cut the way the operator cuts
-a region (``operators.signs.sign_crops``). Reported: accuracy, per-class recall, and the
-most frequent confusions (true class -> predicted class, count).
+``gtsrb-signs`` ONNX model unless ``model`` says otherwise), cut around its box the way
+the operator cuts a region (``SignFolder.sign_crops``). Reported: accuracy, per-class
+recall, and the most frequent confusions (true class -> predicted class, count).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
@@ -24,10 +23,8 @@ import numpy as np
 
 from models import EdgerayError
 from operators import Context
-from operators.signs import DEFAULT_MODEL, NUM_CLASSES, SignRecognizer, sign_crops, sign_names
+from operators.signs import DEFAULT_MODEL, NUM_CLASSES, SignRecognizer, sign_names
 from pipelines.sign_dataset import read_sign_folder, scenario_sign_crops
-
-_ROI = ("OrigRoi.X1", "OrigRoi.Y1", "OrigRoi.X2", "OrigRoi.Y2")
 
 
 class SignEvalError(EdgerayError):
@@ -69,20 +66,6 @@ class SignEval:
         }
 
 
-def _boxes(directory: Path, files: tuple[str, ...]) -> np.ndarray:
-    """The sign's box in each 32x32 image: GTSRB's ROI scaled, else the whole image."""
-    with (directory / "labels.csv").open(newline="") as f:
-        rows = {row["Filename"]: row for row in csv.DictReader(f)}
-    boxes = np.tile(np.array([0.0, 0.0, 32.0, 32.0], np.float32), (len(files), 1))
-    for i, name in enumerate(files):
-        row = rows[name]
-        if all(row.get(k) for k in (*_ROI, "OrigWidth", "OrigHeight")):
-            w, h = float(row["OrigWidth"]), float(row["OrigHeight"])
-            x0, y0, x1, y1 = (float(row[k]) for k in _ROI)
-            boxes[i] = (x0 * 32 / w, y0 * 32 / h, (x1 + 1) * 32 / w, (y1 + 1) * 32 / h)
-    return boxes
-
-
 def evaluate_signs(
     directory: str | os.PathLike[str], *, model: str | os.PathLike[str] = DEFAULT_MODEL
 ) -> SignEval:
@@ -104,11 +87,7 @@ def evaluate_signs(
                             f"class (0..{NUM_CLASSES - 1})")  # fmt: skip
     recognizer = SignRecognizer(model=model)
     recognizer.setup(Context(operator="eval-signs"))
-    boxes = _boxes(root, folder.files)
-    crops = np.concatenate(
-        [sign_crops(image, box[None]) for image, box in zip(folder.images, boxes, strict=True)]
-    ) if len(boxes) else np.zeros((0, 32, 32, 3), np.uint8)  # fmt: skip
-    predicted = recognizer.classify(crops).argmax(axis=1).astype(np.int64)
+    predicted = recognizer.classify(folder.sign_crops()).argmax(axis=1).astype(np.int64)
     return SignEval(folder.files, folder.class_ids, predicted)
 
 

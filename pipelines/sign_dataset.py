@@ -21,9 +21,11 @@ augmentations a roadside camera produces: exposure and colour cast, blur, a low
 resolution, sensor noise and partial occlusion. A test crop comes from the *held-out*
 draw (its own seed stream, darker light), so it never equals a training crop.
 
-Real images: the GTSRB folder (``signs-gtsrb``, 5 images per class) is split by a fixed
-rule, ``gtsrb_split``: per class, the first ``REAL_TRAIN_PER_CLASS`` (2) file names in
-sorted order are ``train``, the other 3 are ``test``; training never sees a test image.
+Real images: the GTSRB folder (``signs-gtsrb``, 5 images per class), each cut around its
+region of interest as ``SignRecognizer`` cuts a region (``SignFolder.sign_crops``), split
+by a fixed rule, ``gtsrb_split``: per class, the first ``REAL_TRAIN_PER_CLASS`` (2) file
+names in sorted order are ``train``, the other 3 are ``test``; training never sees a
+test image.
 
 Run it as ``python -m pipelines.sign_dataset OUT_DIR [--per-class N] [--test-per-class N]``.
 """
@@ -189,13 +191,27 @@ def scenario_sign_crops(
 
 
 # -- real GTSRB images ---------------------------------------------------------------------
+_ROI = ("OrigRoi.X1", "OrigRoi.Y1", "OrigRoi.X2", "OrigRoi.Y2")
+
+
 @dataclass(frozen=True)
 class SignFolder:
-    """Images and labels read from a GTSRB-style folder (``images/`` + ``labels.csv``)."""
+    """Images and labels read from a GTSRB-style folder (``images/`` + ``labels.csv``).
+
+    ``boxes`` (N, 4) float32: the sign in each 32x32 image, GTSRB's region of interest
+    (``OrigRoi.*`` scaled from ``OrigWidth`` x ``OrigHeight``) where ``labels.csv`` has
+    it, else the whole image.
+    """
 
     images: np.ndarray  # (N, 32, 32, 3) uint8 BGR
     class_ids: np.ndarray  # (N,) int64
     files: tuple[str, ...]
+    boxes: np.ndarray
+
+    def sign_crops(self) -> np.ndarray:
+        """Each image cut around its box as ``SignRecognizer`` cuts a region."""
+        crops = [sign_crops(i, b[None]) for i, b in zip(self.images, self.boxes, strict=True)]
+        return np.concatenate(crops) if crops else np.zeros((0, CROP, CROP, 3), np.uint8)
 
 
 def read_sign_folder(folder: str | os.PathLike[str]) -> SignFolder:
@@ -213,7 +229,7 @@ def read_sign_folder(folder: str | os.PathLike[str]) -> SignFolder:
     missing = {"Filename", "ClassId"} - set(rows[0] if rows else {})
     if missing:
         raise ValueError(f"{str(labels)!r} lacks column(s) {sorted(missing)}")
-    images, classes = [], []
+    images, classes, boxes = [], [], []
     for row in rows:
         path = root / "images" / row["Filename"]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -223,11 +239,22 @@ def read_sign_folder(folder: str | os.PathLike[str]) -> SignFolder:
             image = cv2.resize(image, (CROP, CROP), interpolation=cv2.INTER_AREA)
         images.append(image)
         classes.append(int(row["ClassId"]))
+        boxes.append(_roi(row))
     return SignFolder(
         np.array(images, np.uint8).reshape(-1, CROP, CROP, 3),
         np.array(classes, np.int64),
         tuple(row["Filename"] for row in rows),
+        np.array(boxes, np.float32).reshape(-1, 4),
     )
+
+
+def _roi(row: dict[str, str]) -> tuple[float, ...]:
+    """The sign's box in the 32x32 image: GTSRB's ROI scaled, else the whole image."""
+    if not all(row.get(k) for k in (*_ROI, "OrigWidth", "OrigHeight")):
+        return (0.0, 0.0, float(CROP), float(CROP))
+    sx, sy = CROP / float(row["OrigWidth"]), CROP / float(row["OrigHeight"])
+    x0, y0, x1, y1 = (float(row[k]) for k in _ROI)
+    return (x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy)
 
 
 def gtsrb_split(files: tuple[str, ...], class_ids: np.ndarray) -> list[str]:
@@ -283,7 +310,7 @@ def write_sign_dataset(
     if folder is not None:
         signs = read_sign_folder(folder)
         splits = gtsrb_split(signs.files, signs.class_ids)
-        real_rows = zip(signs.images, signs.class_ids, splits, strict=True)
+        real_rows = zip(signs.sign_crops(), signs.class_ids, splits, strict=True)
         rows += [(img, int(c), "gtsrb", -1, s) for img, c, s in real_rows]
     path = Path(out_dir) / FILE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)

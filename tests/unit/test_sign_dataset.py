@@ -73,14 +73,15 @@ def test_dataset_holds_sim_and_real_with_a_fixed_real_split(tmp_path, gtsrb):
     assert set(table.column("seed").to_pylist()) == {-1, 3 * 1_000_003}
 
 
-def test_real_images_are_stored_as_read_and_never_in_both_splits(tmp_path, gtsrb):
+def test_real_images_are_stored_cut_to_their_roi_and_never_in_both_splits(tmp_path, gtsrb):
     folder = read_sign_folder(gtsrb)
     splits = gtsrb_split(folder.files, folder.class_ids)
     path = write_sign_dataset(tmp_path, per_class=0, test_per_class=0, real=gtsrb)
 
     X, y = read_image_dataset(path, origin="gtsrb", split="test")
     held_out = [i for i, s in enumerate(splits) if s == "test"]
-    assert np.array_equal(X, folder.images[held_out])
+    assert np.array_equal(X, folder.sign_crops()[held_out])
+    assert (folder.boxes[:, :2] > 1).all() and (folder.boxes[:, 2:] < 31).all()  # GTSRB ROIs
     assert np.array_equal(y, folder.class_ids[held_out])
     train_files = {f for f, s in zip(folder.files, splits, strict=True) if s == "train"}
     assert train_files.isdisjoint(folder.files[i] for i in held_out)
