@@ -91,11 +91,12 @@ def build(
     realtime: bool = True,
     rate_hz: float = 10.0,
     end_s: float | None = None,
-    command_timeout_s: float = 10.0,
+    command_timeout_s: float = 30.0,
     incidents: Sequence[Incident] = (),
     episodes: Sequence[Episode] = (),
     statistics: str | os.PathLike[str] | None = None,
     log_rows_per_file: int = 50,
+    alert_rows_per_file: int = 10,
 ) -> Pipeline:
     """The smart-city pipeline over ``scenario`` (default: the 3x3 grid, moderate demand).
 
@@ -103,8 +104,9 @@ def build(
     serves (an id the network lacks is a ``ValidationError``). ``out_dir``: where the hub's
     Parquet sinks write. ``realtime`` / ``rate_hz``: see the module doc. ``end_s``,
     ``command_timeout_s``, ``incidents``, ``episodes``, ``statistics``: passed to
-    ``SumoCity``. ``log_rows_per_file``: rows per Parquet file of the alert and status logs
-    (20 times that for the dashboard); files appear as they fill, and at the end.
+    ``SumoCity``. ``log_rows_per_file``: rows per Parquet file of the status log
+    (20 times that for the dashboard), ``alert_rows_per_file`` of the alert log; files
+    appear as they fill, and at the end.
     ``files``: already generated scenario files (else generated on the hub).
     """
     scenario = scenario or Scenario()
@@ -143,7 +145,7 @@ def build(
     p.operator("alerts", AlertSystem(), placement=HUB)
     for name, rows in {
         "dashboard": 20 * log_rows_per_file,
-        "alert_log": log_rows_per_file,
+        "alert_log": alert_rows_per_file,
         "status_log": log_rows_per_file,
     }.items():
         p.sink(
