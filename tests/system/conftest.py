@@ -6,7 +6,9 @@ another fleet shape start their own small cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,17 +45,44 @@ def start_cluster(nodes: list[dict[str, str]], *, cpus: float = 2, store_mb: int
             "_system_config": FAST_HEALTH,
         },
     )
-    for labels in nodes:
-        extra = {"camera": 1} if labels.get("edge.sensor.camera") == "true" else {}
-        cluster.add_node(
-            num_cpus=cpus,
-            object_store_memory=store_mb * 2**20,
-            labels=labels,
-            resources=extra,
-        )
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="WARNING")
+    try:
+        for labels in nodes:
+            extra = {"camera": 1} if labels.get("edge.sensor.camera") == "true" else {}
+            cluster.add_node(
+                num_cpus=cpus,
+                object_store_memory=store_mb * 2**20,
+                labels=labels,
+                resources=extra,
+            )
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+    except BaseException:  # a node that did not come up: stop the ones that did
+        cluster.shutdown()
+        raise
     return cluster
+
+
+@contextlib.contextmanager
+def separate_cluster(nodes: list[dict[str, str]], **kwargs) -> Iterator:
+    """A cluster of its own for one test or module (one that kills nodes, or another fleet
+    shape): disconnects the driver from the session's cluster, if any, and reconnects it
+    after, so the ``ray_cluster`` tests that follow still find it."""
+    import ray
+
+    previous = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    if previous:
+        ray.shutdown()
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # never create ~/.ray/auth_token from tests
+    cluster = start_cluster(nodes, **kwargs)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if previous:
+            ray.init(address=previous, logging_level="WARNING")
+        else:
+            os.environ.pop("RAY_AUTH_MODE", None)
 
 
 @pytest.fixture(scope="session")
