@@ -22,7 +22,9 @@ hundred crops moves by a few points):
   trimmed within 5 points of clean FedAvg; FedAvg degrades); repeated on a
   near-IID split (Dirichlet(100)) as ``iid_fedavg_acc`` and ``iid_poisoned_*_acc``,
   because coordinate-wise median and trimmed mean also discard the honest but
-  atypical updates a class-skewed split produces;
+  atypical updates a class-skewed split produces; ``clean_median_acc`` and
+  ``clean_trimmed_acc`` (no attacker) separate the aggregator's own cost from
+  the attack's;
 - ``live_p99_ratio_during_round``: a live perception stage (YOLOX-nano on ONNX
   Runtime, 1 thread, at 10 Hz; the MLP's ONNX export when the detector is absent)
   p99 latency while 2 trainer processes train with the trainers' bounded CPU share
@@ -253,6 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
         name: final(federated_arm(make(), shards, test, cfg, hidden, poisoned=True)[0])
         for name, make in robust.items()
     }
+    clean_robust = {
+        name: final(federated_arm(robust[name](), shards, test, cfg, hidden)[0])
+        for name in ("median", "trimmed")
+    }
     iid = client_shards(*train, alpha=IID_ALPHA)
     clean_iid = final(federated_arm(FedAvg(), iid, test, cfg, hidden)[0])
     poisoned_iid = {
@@ -277,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
         "poisoned_fedavg_acc": poisoned["fedavg"],
         "poisoned_median_acc": poisoned["median"],
         "poisoned_trimmed_acc": poisoned["trimmed"],
+        "clean_median_acc": clean_robust["median"],
+        "clean_trimmed_acc": clean_robust["trimmed"],
         "iid_fedavg_acc": clean_iid,
         **{f"iid_poisoned_{k}_acc": v for k, v in poisoned_iid.items()},
         **live,
