@@ -159,14 +159,15 @@ def scenario_sign_crops(
     seed: int = 0,
     held_out: bool = True,
     camera_hz: float = 10.0,
-    min_side: float = 10.0,
+    min_side: float = 12.0,
     min_visible: float = 0.8,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(X, y)``: crops of every sign in the camera frames of driving ``scenarios``.
 
-    Each frame's truth box of a sign at least ``min_side`` px tall and ``min_visible``
-    unoccluded is cut as ``SignRecognizer`` cuts a region (``sign_crops``); ``y`` is its
-    GTSRB class. The default held-out scenarios are for evaluation only.
+    Each frame's truth box of a sign at least ``min_side`` px tall (12: the smallest region
+    ``SignRecognizer`` looks at) and ``min_visible`` unoccluded is cut as the operator cuts
+    a region (``sign_crops``); ``y`` is its GTSRB class. The default held-out scenarios
+    are for evaluation only.
     """
     crops, classes = [], []
     for name in scenarios:

@@ -2,8 +2,8 @@
 
 The dataset is the Parquet file ``pipelines.sign_dataset`` writes (simulator crops and
 the real GTSRB training images; ``models.datasets.read_image_dataset`` reads it). The
-network is a small CNN (about 60 k parameters) whose exported graph takes what a camera
-gives, so callers need no preprocessing:
+network is a small CNN (about 114 k parameters at width 16) whose exported graph takes
+what a camera gives, so callers need no preprocessing:
 
 - input ``images``: uint8 ``[N, 32, 32, 3]``, BGR, as OpenCV crops it;
 - output ``scores``: float32 ``[N, 43]``, softmax class probabilities.
@@ -44,20 +44,23 @@ INPUT_NAME, OUTPUT_NAME = "images", "scores"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: epochs, batch size, peak learning rate, seed, label smoothing, how many
-    simulator crops each epoch draws and how often each real image repeats in it."""
+    """How to train: epochs, batch size, peak learning rate, seed, label smoothing, network
+    width, how many simulator crops each epoch draws and how often each real image repeats
+    in it."""
 
     epochs: int = 12
     batch_size: int = 128
     lr: float = 3e-3
     seed: int = 0
     label_smoothing: float = 0.05
+    width: int = 16
     real_repeat: int = 25
     sim_per_epoch: int = 3500
 
 
-def build_network():
-    """The untrained classifier (a ``torch.nn.Module`` taking uint8 NHWC BGR images)."""
+def build_network(width: int = 16):
+    """The untrained classifier (a ``torch.nn.Module`` taking uint8 NHWC BGR images);
+    ``width`` channels in the first conv block, twice and four times that in the others."""
     import torch
     from torch import nn
 
@@ -71,9 +74,12 @@ def build_network():
     class SignNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.features = nn.Sequential(*block(3, 16, 1), *block(16, 32, 2), *block(32, 64, 2))
+            w = width
+            self.features = nn.Sequential(
+                *block(3, w, 1), *block(w, 2 * w, 2), *block(2 * w, 4 * w, 2)
+            )
             self.head = nn.Sequential(
-                nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 16, NUM_CLASSES)
+                nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * w * 16, NUM_CLASSES)
             )
 
         def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -128,7 +134,7 @@ def train(dataset: str | os.PathLike[str], config: TrainConfig = TrainConfig(), 
     X_real, y_real = read_image_dataset(dataset, split="train", origin="gtsrb")
     X_real = np.repeat(X_real, config.real_repeat, axis=0)
     y_real = np.repeat(y_real, config.real_repeat, axis=0)
-    net = build_network()
+    net = build_network(config.width)
     steps = config.epochs * math.ceil((config.sim_per_epoch + len(y_real)) / config.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps)

@@ -49,7 +49,7 @@ def test_real_held_out_images_report_accuracy_recall_and_confusions(held_out_gts
     assert len(summary["recall_per_class"]) == 43
     wrong = int((evaluation.truth != evaluation.predicted).sum())
     assert sum(c["count"] for c in summary["confusions"]) <= wrong
-    assert evaluation.accuracy >= 0.5  # MANIFEST.md of the model states the measured figure
+    assert evaluation.accuracy >= 0.65  # MANIFEST.md of the model states the measured figure
 
 
 def test_a_simulator_written_folder_is_recognised(tmp_path):

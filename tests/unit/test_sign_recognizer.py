@@ -100,7 +100,7 @@ def test_held_out_real_gtsrb_images_classified_by_the_operator(recognizer):
     probs = recognizer.classify(folder.images[test])
     accuracy = float((probs.argmax(axis=1) == folder.class_ids[test]).mean())
     # The committed model's MANIFEST.md reports its accuracy on exactly these 129 images.
-    assert accuracy >= 0.5, accuracy
+    assert accuracy >= 0.65, accuracy
 
 
 def test_detector_boxes_are_classified_even_without_colour(recognizer):
