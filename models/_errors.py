@@ -13,6 +13,9 @@ The whole tree::
     │   ├── AliasInUse                models          a version an alias still points at
     │   └── CorruptArtifact           models          bytes whose sha256 is not the manifest's
     ├── DatasetError                  models          a training / evaluation dataset unreadable
+    ├── FederatedError                models          a federated round, strategy or trainer
+    │   ├── BadUpdate                 models          a client's weights do not fit the model
+    │   └── NotEnoughClients          models          fewer clients answered than a round needs
     ├── OperatorError                 operators       an operator or its messages
     │   ├── PayloadConversionError    operators       a payload field Arrow cannot hold
     │   └── MalformedMessage          operators       a message that breaks the contract
@@ -79,3 +82,19 @@ class AliasInUse(RegistryError):
 
 class CorruptArtifact(RegistryError):
     """Stored (or fetched) model bytes whose sha256 is not the one in the manifest."""
+
+
+class FederatedError(EdgerayError):
+    """A federated round, strategy or trainer refused its input; names the client when known."""
+
+    def __init__(self, message: str, *, client: str | None = None) -> None:
+        self.client = client
+        super().__init__(message)
+
+
+class BadUpdate(FederatedError):
+    """A client's weights do not match the global model's layer count, shapes or dtypes."""
+
+
+class NotEnoughClients(FederatedError):
+    """Fewer clients are available, or answered in time, than the round's minimum."""

@@ -19,6 +19,9 @@
                                    move a running pipeline's replicas to a new version
     edgeray rollout status [PIPELINE]   rollouts in progress and their history
     edgeray rollout fleet REF      roll REF out to every running pipeline that uses the model
+    edgeray federate SPEC --rounds N --strategy fedavg [--then canary]
+                                   federated training rounds on the fleet, each round's model
+                                   registered, the best handed to a canary rollout
 
 ``down``, ``nodes``, ``env``, ``submit`` and ``run`` find the fleet by name (``--fleet``,
 default ``local``) in the state directory: ``--state-dir``, else ``$EDGERAY_STATE_DIR``, else
@@ -100,9 +103,11 @@ def _parser() -> argparse.ArgumentParser:
 
     _models_parser(sub)
     _eval_parser(sub)
+    from pipelines._cli_federate import register as federate_parser
     from pipelines._cli_rollout import register as rollout_parser
 
     rollout_parser(sub)
+    federate_parser(sub)
     return ap
 
 

@@ -11,7 +11,7 @@ Never imports Ray: the rounds on the fleet live in ``cluster.federated``.
 * ``dirichlet_partition``: class-skewed non-IID splits.
 """
 
-from models.federated._errors import BadUpdate, FederatedError, NotEnoughClients
+from models._errors import BadUpdate, FederatedError, NotEnoughClients
 from models.federated.attacks import PoisonedTrainer
 from models.federated.numpy_mlp import MLPTrainer, export_onnx
 from models.federated.partition import (

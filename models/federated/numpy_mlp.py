@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from models.federated._errors import FederatedError
+from models._errors import FederatedError
 from models.federated.trainer import EvalResult, FitResult, Weights
 
 IMAGE_SHAPE = (32, 32, 3)

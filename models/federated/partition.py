@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from models.federated._errors import FederatedError
+from models._errors import FederatedError
 
 
 def dirichlet_partition(

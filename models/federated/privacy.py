@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.federated._errors import FederatedError
+from models._errors import FederatedError
 
 
 def clip(update: np.ndarray, clip_norm: float) -> np.ndarray:

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from models.federated._errors import FederatedError
+from models._errors import FederatedError
 
 #: Fixed-point precision of masked values: 2**-24 ~ 6e-8 per client.
 FRACTION_BITS = 24

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models._errors import FederatedError, NotEnoughClients
 from models.federated import kernels
-from models.federated._errors import FederatedError, NotEnoughClients
 from models.federated.privacy import clip
 from models.federated.trainer import FitResult, Weights
 

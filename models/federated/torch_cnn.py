@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from models.federated._errors import FederatedError
+from models._errors import FederatedError
 from models.federated.numpy_mlp import IMAGE_SHAPE, INPUT_NAME, OUTPUT_NAME
 from models.federated.trainer import EvalResult, FitResult, Weights
 

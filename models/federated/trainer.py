@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from models.federated._errors import BadUpdate
+from models._errors import BadUpdate
 
 #: A model's parameters: one array per layer, in a fixed order.
 Weights = list[np.ndarray]
