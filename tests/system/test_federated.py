@@ -6,7 +6,6 @@ labeled ``edge.node=<name>``; each node's partition lives in ``<root>/<name>/``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -35,24 +34,11 @@ CLASSES = 4
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _start_cluster():
-    path = pathlib.Path(__file__).with_name("conftest.py")
-    spec = importlib.util.spec_from_file_location("_system_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    labels = [{"edge.node": n, "edge.role": "vehicle"} for n in NODES]
-    return module.start_cluster(labels, cpus=1, store_mb=100)
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """The cluster, the data root and the trainer spec; reconnects an earlier session after."""
-    import ray
+    from conftest import separate_cluster
 
-    previous = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
-    if previous:
-        ray.shutdown()
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     root = tmp_path_factory.mktemp("federated-data")
     for i, node in enumerate(NODES):
         write_partition(
@@ -60,17 +46,10 @@ def fleet(tmp_path_factory):
             class_patterns(num_classes=CLASSES, per_class=15, noise=80, seed=i),
             class_patterns(num_classes=CLASSES, per_class=3, noise=80, seed=100 + i),
         )
-    cluster = _start_cluster()
+    labels = [{"edge.node": n, "edge.role": "vehicle"} for n in NODES]
     spec = TrainerSpec(data_root=str(root), num_classes=CLASSES, hidden=(8,))
-    try:
+    with separate_cluster(labels, cpus=1, store_mb=100) as cluster:
         yield cluster, spec
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        if previous:
-            ray.init(address=previous, logging_level="WARNING")
-        else:
-            os.environ.pop("RAY_AUTH_MODE", None)
 
 
 def central_eval(seed: int = 999):
