@@ -112,11 +112,23 @@ def lane_offset_error(seeds: tuple[int, ...], camera_hz: float) -> dict[str, Any
 
 
 def sign_accuracy() -> dict[str, Any]:
-    from pipelines.eval_signs import evaluate_held_out_real, evaluate_scenarios
+    from operators.signs import SignRecognizer
+    from pipelines.data import data_path
+    from pipelines.eval_signs import evaluate_scenarios
+    from pipelines.sign_dataset import gtsrb_split, read_sign_folder
 
-    sim, real = evaluate_scenarios(), evaluate_held_out_real()
-    return {"sign_acc_sim": round(sim.accuracy, 4), "sign_acc_real": round(real.accuracy, 4),
-            "sign_real_images": real.images}  # fmt: skip
+    sim = evaluate_scenarios()
+    real = read_sign_folder(data_path("signs-gtsrb"))
+    test = np.array(gtsrb_split(real.files, real.class_ids)) == "test"  # never trained on
+    recognizer = SignRecognizer()
+    recognizer.setup(Context(operator="bench-signs"))
+    predicted = recognizer.classify(real.sign_crops()[test]).argmax(axis=1)
+    return {
+        "sign_acc_sim": round(sim.accuracy, 4),
+        "sign_sim_crops": len(sim.truth),
+        "sign_acc_real": round(float((predicted == real.class_ids[test]).mean()), 4),
+        "sign_real_images": int(test.sum()),
+    }
 
 
 # -- closed loop -------------------------------------------------------------------------------
