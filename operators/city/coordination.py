@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from operators._message import Message
@@ -14,11 +15,12 @@ from operators.city.policies import Webster, view_of
 class CityCoordinator(Operator):
     """Coordinates the junctions' cycles so a platoon heading east meets green after green.
 
-    Every ``period_s`` per junction it sends a plan: the common cycle (the longest Webster
-    cycle any junction's current flows ask for, rounded up to 5 s) and the junction's
-    offset, ``column * link_s`` modulo the cycle, where ``column`` is the junction's
-    west-to-east position (netgenerate names grid junctions column letter, row digit)
-    and ``link_s`` the travel time between neighbours.
+    Every ``period_s`` per junction it sends a plan: the common cycle (the median of the
+    Webster cycles the junctions' current flows ask for, rounded up to 5 s: the longest
+    would make every junction wait for the busiest) and the junction's offset,
+    ``column * link_s`` modulo the cycle, where ``column`` is the junction's west-to-east
+    position (netgenerate names grid junctions column letter, row digit) and ``link_s``
+    the travel time between neighbours.
 
     Inputs:
       ``state``: ``QueueFlowEstimator`` estimates of every intersection.
@@ -52,7 +54,7 @@ class CityCoordinator(Operator):
         if t_s < self._next.get(junction, 0.0):
             return
         self._next[junction] = t_s + self.period_s
-        cycle = 5.0 * math.ceil(max(self._cycles.values()) / 5.0)
+        cycle = 5.0 * math.ceil(statistics.median(self._cycles.values()) / 5.0)
         plan = {
             "intersection": junction,
             "unit": p.get("unit", ""),
