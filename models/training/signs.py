@@ -48,7 +48,7 @@ class TrainConfig:
     width, how many simulator crops each epoch draws and how often each real image repeats
     in it."""
 
-    epochs: int = 12
+    epochs: int = 30
     batch_size: int = 128
     lr: float = 3e-3
     seed: int = 0
