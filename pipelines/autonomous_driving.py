@@ -106,10 +106,11 @@ PERCEPTION_RECORDED = {
     "objects": "fusion.objects", "lane_log": "lanes.lanes", "sign_log": "signs.signs",
 }  # fmt: skip
 #: CPUs per replica. Ray's CPU counts are bookkeeping (DESIGN.md), but they must fit: the
-#: local fleet's vehicle has one CPU for everything it runs, the hub one for its sinks.
+#: local fleet's vehicle has one CPU for everything it runs (0.95 here, leaving room for a
+#: probe or a rollout's extra replica), the hub one for its sinks.
 SHARES = {
     "sim": 0.2, "safety": 0.1, "decide": 0.05, "control": 0.05, "v2v": 0.05,
-    "lanes": 0.15, "detect": 0.2, "fusion": 0.1, "signs": 0.1,
+    "lanes": 0.1, "detect": 0.2, "fusion": 0.1, "signs": 0.1,
     "annotate": 0.1, "video": 0.1, "recorder": 0.05,
 }  # fmt: skip
 
