@@ -277,7 +277,7 @@ def test_webster_splits_green_by_flow_ratio_and_follows_the_hub_plan():
     assert planned == 90.0
 
 
-def test_controller_sends_a_command_per_reading_and_hands_fixed_time_to_sumo():
+def test_controller_commands_the_policy_choice_and_hands_fixed_time_to_sumo():
     # prepare
     fixed = TrafficSignalController(policy="fixed")
     adaptive = TrafficSignalController(policy="max-pressure")
@@ -292,6 +292,20 @@ def test_controller_sends_a_command_per_reading_and_hands_fixed_time_to_sumo():
     assert (a["commands"].payload["mode"], a["commands"].payload["phase"]) == ("adaptive", 1)
     assert a["decisions"].payload["policy"] == "max-pressure"
     assert a["decisions"].payload["queue"] == 4
+
+
+def test_controller_repeats_an_unchanged_command_only_as_a_heartbeat():
+    # prepare: the same queue every second; the decision (phase 1) never changes
+    control = TrafficSignalController(policy="max-pressure", heartbeat_s=4.0)
+    states = [estimate(t, vehicles=(4, 0, 0, 0), halting=(4, 0, 0, 0)) for t in range(1, 11)]
+
+    # execute
+    sent = [
+        m.payload["t_s"] for s in states for p, m in control.process("state", s) if p == "decisions"
+    ]
+
+    # assert
+    assert sent == [1.0, 5.0, 9.0]
 
 
 def test_clearance_plan_stops_spending_green_on_the_blocked_lane():
