@@ -64,6 +64,8 @@ EMERGENCY_GAP_M = 30.0
 MIN_LANE_CONFIDENCE = 0.8  # what DecisionMaker steers on
 #: The drives with the whole perception stack deciding: lanes steer, signs set limits / stops.
 PERCEPTION_DRIVES = ("lane_curve", "car_following", "stop_sign", "speed_limit_change")
+#: Twenty-odd actors start on 2 cores: give them longer than the runtime's default 30 s.
+PLACEMENT_S = 120.0
 #: A tiny camera at 1 Hz for the drives that judge braking only (AEB acts on the lidar).
 FAST_CAMERA = {"camera": PinholeCamera(width=64, height=36, focal=48.0), "camera_hz": 1.0}
 
@@ -220,8 +222,10 @@ def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
     spec = load_spec(default_spec_path())
     with LocalFleet(spec, state_dir=str(tmp / "fleet"), dashboard_port=0) as fleet:
         try:
-            paced = run(pipeline(True, "paced"), address=fleet.address, timeout_s=duration_s)
-            unpaced = run(pipeline(False, "unpaced"), address=fleet.address, timeout_s=duration_s)
+            paced = run(pipeline(True, "paced"), address=fleet.address, timeout_s=duration_s,
+                        placement_timeout_s=PLACEMENT_S)  # fmt: skip
+            unpaced = run(pipeline(False, "unpaced"), address=fleet.address, timeout_s=duration_s,
+                          placement_timeout_s=PLACEMENT_S)  # fmt: skip
         finally:
             ray.shutdown()
     command = np.load(tmp / "paced-command.npy")

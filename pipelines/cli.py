@@ -15,6 +15,7 @@
     edgeray models rm REF          remove a version (refused while an alias points at it)
     edgeray eval lanes DIR         lane pixel precision / recall / F1 (TuSimple-style folder)
     edgeray eval detect DIR        detection precision / recall / AP@0.5 per class (KITTI folder)
+    edgeray eval signs DIR         sign accuracy / per-class recall / confusions (GTSRB folder)
     edgeray rollout PIPELINE OPERATOR --model REF --strategy rolling|blue-green|canary|ab
                                    move a running pipeline's replicas to a new version
     edgeray rollout status [PIPELINE]   rollouts in progress and their history
@@ -113,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _eval_parser(sub) -> None:
     group = sub.add_parser(
-        "eval", help="evaluate the pipeline's models on labelled data: lanes, detect",
+        "eval", help="evaluate the pipeline's models on labelled data: lanes, detect, signs",
         description="evaluate the pipeline's models on labelled data",
     )  # fmt: skip
     esub = group.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
@@ -138,6 +139,15 @@ def _eval_parser(sub) -> None:
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="the score at which precision and recall are reported")  # fmt: skip
     p.set_defaults(func=cmd_eval_detect)
+    p = esub.add_parser(
+        "signs", help="traffic-sign accuracy, per-class recall, top confusions",
+        description="GTSRB layout: DIR/images/ and DIR/labels.csv with at least Filename "
+        "and ClassId (optional OrigWidth/OrigHeight/OrigRoi.* place the sign's box)",
+    )  # fmt: skip
+    p.add_argument("dir", help="the dataset folder")
+    p.add_argument("--model", default=None,
+                   help="ONNX classifier (default: the committed gtsrb-signs model)")  # fmt: skip
+    p.set_defaults(func=cmd_eval_signs)
 
 
 def cmd_eval_detect(args: argparse.Namespace) -> int:
@@ -146,6 +156,14 @@ def cmd_eval_detect(args: argparse.Namespace) -> int:
     detector = DETECTORS[args.detector]()
     print(report(evaluate_detections(args.dir, detector=detector,
                                      score_threshold=args.score_threshold)))  # fmt: skip
+    return 0
+
+
+def cmd_eval_signs(args: argparse.Namespace) -> int:
+    from operators.signs import DEFAULT_MODEL
+    from pipelines.eval_signs import evaluate_signs, report
+
+    print(report(evaluate_signs(args.dir, model=args.model or DEFAULT_MODEL)))
     return 0
 
 
