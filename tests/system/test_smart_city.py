@@ -10,8 +10,6 @@ The test follows the run through the hub's Parquet logs (polling them with a dea
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import pathlib
 import threading
 import time
@@ -29,33 +27,13 @@ NODES = [HUB] + [{"edge.node": u, **unit_selector(js)} for u, js in UNITS.items(
 LOST = "rsu-east"
 
 
-def _start_cluster(nodes):
-    path = pathlib.Path(__file__).with_name("conftest.py")
-    spec = importlib.util.spec_from_file_location("_system_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.start_cluster(nodes, cpus=1, store_mb=100)
-
-
 @pytest.fixture
 def city():
-    """Its own cluster (the test removes a node); reconnects an earlier session after."""
-    import ray
+    """Its own cluster (the test removes a node); the session's cluster is reconnected after."""
+    from conftest import separate_cluster
 
-    previous = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
-    if previous:
-        ray.shutdown()
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    cluster = _start_cluster(NODES)
-    try:
+    with separate_cluster(NODES, cpus=1, store_mb=100) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        if previous:
-            ray.init(address=previous, logging_level="WARNING")
-        else:
-            os.environ.pop("RAY_AUTH_MODE", None)
 
 
 def rows(directory: pathlib.Path) -> list[dict]:
@@ -94,7 +72,7 @@ def test_losing_a_roadside_node_falls_back_to_fixed_time_and_the_rest_keep_adapt
         log_rows_per_file=5,
         alert_rows_per_file=1,
     )
-    runtime = Runtime(p, placement_timeout_s=120.0)
+    runtime = Runtime(p, placement_timeout_s=120.0, drain_timeout_s=120.0)
     result: dict = {}
 
     def run() -> None:
@@ -147,9 +125,9 @@ def test_losing_a_roadside_node_falls_back_to_fixed_time_and_the_rest_keep_adapt
                 found if set(UNITS[LOST]) <= {payload(r, "intersection") for r in found} else None
             )
 
-        restored = wait_for("the east controllers back on the new node", east_restored)
+        restored = wait_for("the east controllers back on the new node", east_restored, 180)
         runtime.stop("test: done")
-        thread.join(timeout=120)
+        thread.join(timeout=180)
     finally:
         if thread.is_alive():
             runtime.stop("test")
