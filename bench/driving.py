@@ -20,7 +20,7 @@
   on detected lanes, with the whole perception stack running (``PERCEPTION_DRIVES``, seed 0
   only, as the full pipeline on 2 cores takes ~25 s per drive), and
   ``stopped_at_stop_sign`` whether the stop-sign drives came to a halt on the signs the
-  pipeline recognised.
+  pipeline recognised, ``speed_after_limits_mps`` the speed the speed-limit drives ended at.
 - Real time on the embedded local fleet (``cluster/fleets/local.toml``, 2 cores):
   ``latency_p50_ms`` / ``latency_p99_ms`` from a sensor's ``ingest_ts`` to the control
   command leaving the controller, camera paced at 30 Hz with the whole perception stack;
@@ -173,6 +173,12 @@ def closed_loop(seeds: tuple[int, ...], lane_drives: tuple[str, ...], tmp) -> di
         "lane_keeping_max_lateral_m": {
             f"{d['scenario']}-{d['seed']}": d["max_lateral_m"] for d in steered
         },
+        "stopped_at_stop_sign": [
+            d["min_speed_mps"] < 0.5 for d in steered if d["scenario"] == "stop_sign"
+        ],
+        "speed_after_limits_mps": [
+            d["end_speed_mps"] for d in steered if d["scenario"] == "speed_limit_change"
+        ],
         "drives": drives + steered,
     }
 
