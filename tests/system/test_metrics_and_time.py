@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 import ray
 
+from cluster.rollout import ReplicaVersion
 from operators import Message, Operator, Resources, Source
 from pipelines import Pipeline
 from pipelines._runtime import Runtime
@@ -113,8 +114,11 @@ def test_metrics_are_exported_with_pipeline_operator_and_version_tags(ray_cluste
     runtime.deploy()
     runtime.start()
     try:
-        base = {"pipeline": "metrics", "version": "1"}
-        sink = {**base, "operator": "out"}
+        # a replica's version: operator code version + model + config (cluster.rollout)
+        version = {name: ReplicaVersion.of(p.specs[name].operator).label for name in p.specs}
+        assert version["out"].startswith("1+c")
+        base = {"pipeline": "metrics"}
+        sink = {**base, "operator": "out", "version": version["out"]}
         _wait_for_series(
             _metrics_url(runtime.placed["metrics/out#0"]["node_id"]),
             {
@@ -124,7 +128,7 @@ def test_metrics_are_exported_with_pipeline_operator_and_version_tags(ray_cluste
                 "ray_edgeray_e2e_latency_ms_count": sink,
             },
         )
-        src = {**base, "operator": "src"}
+        src = {**base, "operator": "src", "version": version["src"]}
         drop = {**src, "reason": "rate-limit", "edge": edge}
         _wait_for_series(
             _metrics_url(runtime.placed["metrics/src#0"]["node_id"]),
