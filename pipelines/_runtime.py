@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.rollout import ReplicaVersion
 from pipelines._actor import OperatorActor, RunConfig, actor_options
@@ -166,8 +167,7 @@ class Runtime:
         live = self._live()
         self._unsubscribe_topics()
         try:
-            finishing = [a.finish.remote() for a in live.values()]
-            stats = ray.get(finishing, timeout=self.drain_timeout_s) + self._retired_stats()
+            stats = self._finish_each(live) + self._retired_stats()
         except ray.exceptions.GetTimeoutError as err:
             self._kill_all()
             raise RuntimeFailure(
@@ -178,6 +178,27 @@ class Runtime:
         self._kill_all()
         return self._summary(stats, duration)
 
+    def _finish_each(self, live: dict[str, Any]) -> list[dict]:
+        """Every actor's ``finish()``, within ``drain_timeout_s`` in all. An actor that Ray is
+        restarting (its node went away) is asked again once it is back, since the call never
+        reached it; ``GetTimeoutError`` at the deadline."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        pending, stats = dict(live), []
+        while pending:
+            calls = {name: actor.finish.remote() for name, actor in pending.items()}
+            for name, ref in calls.items():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ray.exceptions.GetTimeoutError(f"{name} did not finish in time")
+                try:
+                    stats.append(ray.get(ref, timeout=left))
+                    del pending[name]
+                except ray.exceptions.ActorUnavailableError:
+                    continue  # restarting: asked again in the next pass
+            if pending:  # wait for the restarts Ray is doing (no event to wait on)
+                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        return stats
+
     def _kill_all(self) -> None:
         for actor in {**self.actors, **self._live()}.values():
             ray.kill(actor, no_restart=True)
@@ -186,8 +207,11 @@ class Runtime:
             self.controller = None
 
     def _start_controller(self, config: RunConfig) -> None:
+        # on the driver's node: an edge node may leave mid-run, taking the controller with it
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         options = {"name": controller_name(self.p.name), "namespace": ROLLOUT_NAMESPACE,
-                   "num_cpus": 0, "max_concurrency": 16}  # fmt: skip
+                   "num_cpus": 0, "max_concurrency": 16,
+                   "scheduling_strategy": here}  # fmt: skip
         try:
             ray.get_actor(options["name"], namespace=ROLLOUT_NAMESPACE)
         except ValueError:
