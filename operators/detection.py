@@ -22,17 +22,17 @@ class-aware NMS (``cv2.dnn.NMSBoxesBatched``, IoU 0.45).
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Iterable
 from typing import Any
 
 import cv2
 import numpy as np
 
-from models.inference import ModelSignature, open_session
-from models.registry import Manifest, ModelRef
+from models.inference import ModelSignature
+from models.registry import Manifest
 from operators._errors import OperatorError
 from operators._message import Message
+from operators._models import open_model
 from operators._operator import Context, Field, Operator, Outputs, Port, Resources
 
 #: YOLOX-nano's input side and output strides.
@@ -235,22 +235,8 @@ class ObjectDetector(Operator):
 
     def setup(self, ctx: Context) -> None:
         self._name = ctx.operator
-        path = pathlib.Path(self.model)
-        if path.exists() or not ModelRef.looks_like(self.model):
-            session = open_session(path, intra_op_threads=self.intra_op_threads)
-            self.signature.check(session, model=path)
-            self._session, self.manifest = session, None
-            return
-        ref = ModelRef.parse(self.model)  # BadModelRef, with an example, for a malformed one
-        if ctx.models is None:
-            raise OperatorError(
-                f"model {self.model!r} is a registry reference but this context has no model "
-                "resolver; run the operator in a pipeline (Pipeline(..., models=REGISTRY)) or "
-                "pass Context(models=ModelResolver.at(REGISTRY)), or give a file path",
-                operator=ctx.operator,
-            )
-        self.manifest, self._session = ctx.models.session(
-            ref, self.signature, intra_op_threads=self.intra_op_threads
+        self._session, self.manifest = open_model(
+            self.model, self.signature, ctx, intra_op_threads=self.intra_op_threads
         )
 
     def teardown(self) -> None:
