@@ -22,12 +22,14 @@ class-aware NMS (``cv2.dnn.NMSBoxesBatched``, IoU 0.45).
 from __future__ import annotations
 
 import os
+import pathlib
 from collections.abc import Iterable
 from typing import Any
 
 import cv2
 import numpy as np
 
+import models
 from models.inference import ModelSignature
 from models.registry import Manifest
 from operators._errors import OperatorError
@@ -37,6 +39,9 @@ from operators._operator import Context, Field, Operator, Outputs, Port, Resourc
 
 #: YOLOX-nano's input side and output strides.
 INPUT_SIZE = 416
+#: The project's own detector for the driving simulator's world (vehicle, pedestrian, sign),
+#: in YOLOX's layout with 3 classes; its MANIFEST.md says how it was made and how it scores.
+SIM_DETECTOR = pathlib.Path(models.__file__).parent / "artifacts" / "sim-detector" / "model.onnx"
 STRIDES = (8, 16, 32)
 PAD_VALUE = 114
 #: COCO classes a vehicle cares about: person, bicycle, car, motorbike, bus, truck,

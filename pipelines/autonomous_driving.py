@@ -66,7 +66,7 @@ from operators.annotate import AnnotatedVideo, Annotator
 from operators.calibration import Calibration
 from operators.controller import Controller
 from operators.decision import DecisionMaker
-from operators.detection import ObjectDetector
+from operators.detection import SIM_DETECTOR, ObjectDetector
 from operators.driving import CLASSES, DrivingSimulator, PinholeCamera
 from operators.emergency import EmergencyHandler
 from operators.fusion import SensorFusion
@@ -75,7 +75,6 @@ from operators.recording import Recorder
 from operators.safety import SafetyMonitor
 from operators.signs import SignRecognizer
 from pipelines._graph import Pipeline
-from pipelines.data import PROJECT_ROOT
 
 #: The fleet topic every vehicle publishes its emergencies to and subscribes to.
 V2V_TOPIC = "v2v/emergency"
@@ -84,8 +83,7 @@ VEHICLE = {"edge.role": "vehicle"}
 #: Runtime then picks CUDA), else runs on the vehicle's CPU.
 ACCELERATOR = {"edge.accel": "gpu"}
 HUB = {"edge.role": "hub"}
-#: The project's own detector for the simulator's world, and its ``ObjectDetector`` parameters.
-SIM_DETECTOR = str(PROJECT_ROOT / "models" / "artifacts" / "sim-detector" / "model.onnx")
+#: ``ObjectDetector`` parameters of the project's own detector (``detection.SIM_DETECTOR``).
 SIM_DETECTOR_OPTIONS: Mapping[str, Any] = {"num_classes": 3, "classes": None}
 #: What the detector passes on for ``SignRecognizer``: the frame and its camera matrix (sign
 #: distances from box heights).
@@ -106,8 +104,8 @@ PERCEPTION_RECORDED = {
     "objects": "fusion.objects", "lane_log": "lanes.lanes", "sign_log": "signs.signs",
 }  # fmt: skip
 #: CPUs per replica. Ray's CPU counts are bookkeeping (DESIGN.md), but they must fit: the
-#: local fleet's vehicle has one CPU for everything it runs (0.95 here, leaving room for a
-#: probe or a rollout's extra replica), the hub one for its sinks.
+#: local fleet's vehicle has one CPU for everything it runs (0.95 here: a sum of exactly 1.0
+#: did not always fit, by rounding), the hub one for its sinks.
 SHARES = {
     "sim": 0.2, "safety": 0.1, "decide": 0.05, "control": 0.05, "v2v": 0.05,
     "lanes": 0.1, "detect": 0.2, "fusion": 0.1, "signs": 0.1,
@@ -214,7 +212,7 @@ def _perception(
     video_hz: float,
 ) -> None:
     """Lanes → decision; detection + lidar → fusion; everything drawn into the video."""
-    model = os.fspath(detector) if detector is not None else SIM_DETECTOR
+    model = os.fspath(detector if detector is not None else SIM_DETECTOR)
     options = {**(SIM_DETECTOR_OPTIONS if detector_options is None else detector_options),
                **SIGNS_FROM_DETECTOR}  # fmt: skip
     p.operator("lanes", _share(LaneDetector(geometry=True), "lanes"), placement=vehicle_on)

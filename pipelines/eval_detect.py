@@ -34,14 +34,12 @@ import numpy as np
 
 from models import EdgerayError
 from operators import Context
-from operators.detection import ObjectDetector
-from pipelines.data import PROJECT_ROOT, data_path
+from operators.detection import SIM_DETECTOR, ObjectDetector
+from pipelines.data import data_path
 
 IOU = 0.5
 #: Detections below this score are not asked for (the precision / recall curve starts here).
 CURVE_MIN_SCORE = 0.05
-#: Where the project's own detector is committed.
-SIM_DETECTOR = PROJECT_ROOT / "models" / "artifacts" / "sim-detector" / "model.onnx"
 
 
 class DetectEvalError(EdgerayError):

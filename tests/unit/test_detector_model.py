@@ -7,10 +7,9 @@ import pytest
 
 from models.inference import SignatureMismatch
 from operators import Context, Message
-from operators.detection import ObjectDetector
+from operators.detection import SIM_DETECTOR, ObjectDetector
 from operators.driving import CLASSES
 from pipelines.detector_dataset import sim_frames
-from pipelines.eval_detect import SIM_DETECTOR
 
 VEHICLE, PEDESTRIAN = CLASSES.index("vehicle"), CLASSES.index("pedestrian")
 #: The scripted lead car and crossing pedestrian both have actor id 1 in their scenarios.
