@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from operators import Context, Message, Operator, Sink
+from operators import Context, Message, Resources, Sink
 from operators.driving import SCENARIOS, DrivingSimulator, PinholeCamera
 from operators.lanes import LaneDetector
 from operators.recording import read_recording
@@ -188,6 +188,7 @@ class LatencyLog(Sink):
     """Appends ``now - ingest_ts`` (ms) of each message to a ``.npy`` file on flush."""
 
     inputs = ("in",)
+    resources = Resources(num_cpus=0.01)  # fits beside the vehicle's 0.95 CPU of operators
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -205,9 +206,7 @@ class LatencyLog(Sink):
 
 
 def _tap(p, name: str, src: str, path: pathlib.Path) -> None:
-    sink: Operator = LatencyLog(str(path))
-    sink.resources = type(sink.resources)(num_cpus=0.01)
-    p.sink(name, sink, placement=VEHICLE)
+    p.sink(name, LatencyLog(str(path)), placement=VEHICLE)
     p.connect(src, f"{name}.in", policy="latest-only", window=4)
 
 

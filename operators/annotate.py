@@ -193,7 +193,11 @@ class AnnotatedVideo(FileSink):
         path = self._next_file()
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
         if not writer.isOpened():
-            raise OperatorError(f"cannot write video {path} (OpenCV has no mp4v encoder here)")
+            raise OperatorError(
+                f"cannot write video {path}: this OpenCV build has no mp4v encoder; install "
+                "opencv-python-headless from PyPI (its wheels bundle FFmpeg) or check that "
+                "the directory is writable"
+            )
         try:
             for frame in batch:
                 writer.write(frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h)))
