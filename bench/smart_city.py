@@ -197,8 +197,8 @@ def realtime(horizon_s: float, rate_hz: float) -> dict:
         latency = np.concatenate([np.asarray(m.payload["latency_ms"], float) for m in status])
         first, last = status[0], status[-1]
         wall_s = (last.ingest_ts - first.ingest_ts) / 1e9
-        readings = summary.edges["sim.readings->devices.readings"]
-        placed = sorted({n for a, n in summary.placement.items() if "/control#" in a})
+        readings = summary.edges["sim.readings->rsu.readings"]
+        placed = sorted({n for a, n in summary.placement.items() if "/rsu#" in a})
     return {
         "sim_speedup": (last.payload["t_s"] - first.payload["t_s"]) / wall_s,
         "sim_rate_asked": rate_hz,

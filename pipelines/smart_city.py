@@ -1,38 +1,50 @@
 """The ``smart-city`` pipeline: roadside units count traffic and drive a SUMO city's signals.
 
-``SumoCity`` (on the hub: the city itself) steps Eclipse SUMO and emits, per
-intersection, the detector readings its roadside unit would have, plus air quality.
+``SumoCity`` (on the hub: the city itself) steps Eclipse SUMO and emits, per roadside
+unit and step, the detector readings of the junctions it serves, plus air quality.
 Each roadside unit (``edge.role=rsu``, labelled ``edge.intersection.<id>=true`` for every
-junction it serves) runs, keyed by unit: ``IoTDeviceManager`` (sensor registry,
-heartbeats, garbage rejected with a counted reason) → ``QueueFlowEstimator`` →
-``TrafficSignalController`` (the ``policy`` parameter: ``fixed``, ``webster`` or
-``max-pressure``), whose commands go back into the simulator over a **feedback** edge,
-plus ``PublicSafety`` (a blocked lane → incident alert and a clearance plan for the
-controller) and ``EnvironmentalMonitor`` (PM2.5 / NO2 episodes). The hub
-(``edge.role=hub``) runs ``CityCoordinator`` (common cycle and green-wave offsets along
-the west-east peak axis, sent to the controllers), ``AlertSystem`` (de-duplicates and
-escalates every alert) and three Parquet sinks under ``out_dir``: ``dashboard`` (one
-row per intersection and step: queue, arrivals, phase, mode, policy), ``alert_log`` and
-``status_log`` (the city's totals and the decision latency per step).
+junction it serves) runs one keyed replica ``rsu`` of ``RoadsideUnit``, which chains,
+per junction: ``IoTDeviceManager`` (sensor registry, heartbeats, garbage rejected with a
+counted reason) → ``QueueFlowEstimator`` → ``PublicSafety`` (a blocked lane → incident
+alert and a clearance plan) → ``TrafficSignalController`` (the ``policy`` parameter:
+``fixed``, ``webster`` or ``max-pressure``), plus ``EnvironmentalMonitor`` (PM2.5 / NO2
+episodes); the unit's commands go back into the simulator over a **feedback** edge. The
+hub (``edge.role=hub``) runs ``CityCoordinator`` (common cycle and green-wave offsets
+along the west-east peak axis, sent to the controllers), ``AlertSystem`` (de-duplicates
+and escalates every alert) and three Parquet sinks under ``out_dir``: ``dashboard`` (one
+row per intersection and command: queue, arrivals, phase, mode, policy), ``alert_log``
+and ``status_log`` (the city's totals and the decision latency per step).
+
+Why this shape (real time on a 2-core fleet): a Ray hop between actors costs ~2-3 ms of
+CPU here, and SUMO plus every operator needs only ~2.5 ms per simulated second of the
+3x3 grid. One message per intersection through four actors was ~40 hops per simulated
+second, which capped the loop below 10 simulated seconds per wall second and queued the
+decisions for seconds. Now a step costs one reading message per unit (3), its
+operators run chained in the unit's replica (0 hops inside), the commands of a unit's
+junctions return as one message, and the hub hears only summaries, alerts, dashboard
+rows and the status line. The structure stays the issue's: the estimator and controller
+of a junction run on the roadside node named for it, coordination and dashboard on the
+hub, commands over a feedback edge, the simulation clock as event time.
 
 A roadside unit that goes away takes its controllers with it; the simulator then hands
 those junctions back to SUMO's fixed-time program after ``command_timeout_s`` simulated
-seconds and raises ``controller_lost``, while the other units keep adapting.
+seconds and raises ``controller_lost``, while the other units keep adapting (no edge into
+or out of the hub waits on a lost unit: they drop the oldest message instead).
 
 Time: the pipeline runs on the simulator's event time. ``realtime=True`` polls the
 simulator ``rate_hz`` times per wall second (``rate_hz * step_s`` simulated seconds per
 wall second) and sensor edges drop the oldest reading when a unit falls behind (never
 stalling the city); ``realtime=False`` runs as fast as the loop allows, losslessly
-(``pipelines.testing.run_local`` drives it in one process, as ``bench.smart_city`` does).
+(``pipelines.testing.run_local`` drives it in one process).
 
 >>> p = build(out_dir="out/city")
 >>> p.validate()
->>> sorted(p.specs["control"].keys)
+>>> sorted(p.specs["rsu"].keys)
 ['rsu-center', 'rsu-east', 'rsu-west']
->>> dict(p.specs["control"].keys["rsu-west"].selector)["edge.intersection.A0"]
+>>> dict(p.specs["rsu"].keys["rsu-west"].selector)["edge.intersection.A0"]
 'true'
 >>> [e.name for e in p.edges if e.feedback]
-['control.commands->sim.commands']
+['rsu.commands->sim.commands', 'coord.plan->rsu.plan']
 >>> build(units={"rsu-1": ("A0", "Q7")})
 Traceback (most recent call last):
 ...
@@ -49,12 +61,9 @@ from operators import Operator, Resources
 from operators.city import (
     AlertSystem,
     CityCoordinator,
-    EnvironmentalMonitor,
     Episode,
     Incident,
-    IoTDeviceManager,
-    PublicSafety,
-    QueueFlowEstimator,
+    RoadsideUnit,
     Scenario,
     SumoCity,
     TrafficSignalController,
@@ -133,14 +142,8 @@ def build(
 
     p = Pipeline("smart-city", time="event")
     p.source("sim", sim, rate_hz=rate_hz if realtime else None, placement=HUB)
-    for name, op in {
-        "devices": IoTDeviceManager(),
-        "estimate": QueueFlowEstimator(),
-        "control": TrafficSignalController(policy=policy),
-        "safety": PublicSafety(),
-        "env": EnvironmentalMonitor(),
-    }.items():
-        p.operator(name, op, key_by="unit", keys=keys)
+    unit = RoadsideUnit(controller=TrafficSignalController(policy=policy))
+    p.operator("rsu", unit, key_by="unit", keys=keys)
     p.operator("coord", CityCoordinator(), placement=HUB)
     p.operator("alerts", AlertSystem(), placement=HUB)
     for name, rows in {
@@ -152,24 +155,18 @@ def build(
             name, _light(ParquetSink(os.path.join(out, name), rows_per_file=rows)), placement=HUB
         )
 
-    # the city's sensors into each roadside unit
-    p.connect("sim.readings", "devices.readings", policy=sensors, window=32)
-    p.connect("sim.air", "devices.air", policy=sensors, window=32)
-    p.connect("devices.readings", "estimate.readings", policy=sensors, window=32)
-    p.connect("devices.air", "env.air", policy=sensors, window=32)
-    # estimate → control → back into the city; incidents switch a junction to clearance
-    p.connect("estimate.state", "control.state", policy=sensors, window=32)
-    p.connect("estimate.state", "safety.state", policy=sensors, window=32)
-    p.connect("safety.clearance", "control.clearance", window=8)
-    p.connect("control.commands", "sim.commands", policy="drop-oldest", window=64, feedback=True)
-    # the hub: coordination, alerts, the dashboard
-    p.connect("estimate.summary", "coord.state", policy="drop-oldest", window=32)
-    p.connect("coord.plan", "control.plan", window=16)
-    for src in ("sim.alerts", "devices.alerts", "safety.alerts", "env.alerts"):
+    # the city's sensors into each roadside unit, its commands back into the city
+    p.connect("sim.readings", "rsu.readings", policy=sensors, window=8)
+    p.connect("sim.air", "rsu.air", policy=sensors, window=8)
+    p.connect("rsu.commands", "sim.commands", policy="drop-oldest", window=16, feedback=True)
+    # the hub: coordination (a newer plan supersedes an older one), alerts, the dashboard
+    p.connect("rsu.summary", "coord.state", policy="drop-oldest", window=16)
+    p.connect("coord.plan", "rsu.plan", policy="drop-oldest", window=16, feedback=True)
+    for src in ("sim.alerts", "rsu.alerts"):
         p.connect(src, "alerts.alerts", window=16)
     p.connect("alerts.records", "alert_log.in", window=16)
-    p.connect("control.decisions", "dashboard.in", policy=sensors, window=64)
-    p.connect("sim.status", "status_log.in", policy=sensors, window=32)
+    p.connect("rsu.decisions", "dashboard.in", policy=sensors, window=32)
+    p.connect("sim.status", "status_log.in", policy=sensors, window=16)
     return p
 
 

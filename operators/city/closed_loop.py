@@ -1,13 +1,14 @@
 """One-process closed loop: the smart-city operators driven directly against libsumo.
 
 ``run_closed_loop`` wires the same operator classes the ``smart-city`` pipeline runs
-(``SumoCity`` → ``IoTDeviceManager`` → ``QueueFlowEstimator`` →
-``TrafficSignalController`` / ``PublicSafety`` → commands back into ``SumoCity``;
-``EnvironmentalMonitor``; ``CityCoordinator``; ``AlertSystem``) and calls them in
-order, one simulation step at a time, without a runtime: every command is applied
-before the next step, so a policy is evaluated over a full horizon in the time SUMO
-and the operators need, nothing else. ``run_sumo`` runs SUMO's own controllers over
-the same demand with the same command line, as the baseline.
+(``SumoCity`` → a ``RoadsideUnit`` per unit: ``IoTDeviceManager`` →
+``QueueFlowEstimator`` → ``PublicSafety`` / ``TrafficSignalController``, and
+``EnvironmentalMonitor`` → commands back into ``SumoCity``; ``CityCoordinator``;
+``AlertSystem``) and calls them in order, one simulation step at a time, without a
+runtime: every command is applied before the next step, so a policy is evaluated over
+a full horizon in the time SUMO and the operators need, nothing else. ``run_sumo``
+runs SUMO's own controllers over the same demand with the same command line, as the
+baseline.
 """
 
 from __future__ import annotations
@@ -19,17 +20,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from operators._message import Message
 from operators._operator import Context
 from operators.city._air import Episode
 from operators.city._errors import SumoStartError
 from operators.city.alerts import AlertSystem
 from operators.city.controller import TrafficSignalController
 from operators.city.coordination import CityCoordinator
-from operators.city.devices import IoTDeviceManager
-from operators.city.environment import EnvironmentalMonitor
-from operators.city.estimator import QueueFlowEstimator
-from operators.city.safety import PublicSafety
+from operators.city.roadside import RoadsideUnit
 from operators.city.scenario import Scenario, ScenarioFiles, generate
 from operators.city.sim import Incident, SumoCity, read_statistics, sumo_command
 
@@ -65,34 +62,35 @@ def run_closed_loop(
         episodes=episodes,
         statistics=stats,
     )
-    devices, estimate = IoTDeviceManager(), QueueFlowEstimator()
-    control, safety = TrafficSignalController(policy=policy), PublicSafety()
-    env, coord, desk = EnvironmentalMonitor(), CityCoordinator(), AlertSystem()
-    ops = (sim, devices, estimate, control, safety, env, coord, desk)
+    units = {
+        unit: RoadsideUnit(controller=TrafficSignalController(policy=policy))
+        for unit in dict.fromkeys(sim.units.values())
+    }
+    coord, desk = CityCoordinator(), AlertSystem()
+    ops = (sim, *units.values(), coord, desk)
     for op in ops:
         op.setup(Context(pipeline="closed-loop", operator=type(op).__name__))
     records: list[dict] = []
-
-    def alert(messages) -> None:
-        for _, m in messages:
-            records.extend(r.payload for _, r in desk.process("alerts", m))
-
-    started, next_tick = time.perf_counter(), devices.tick_period_ns
+    started, next_tick = time.perf_counter(), RoadsideUnit.tick_period_ns
     try:
         while (out := sim.poll(0)) is not None:
-            commands: list[Message] = []
-            for port, m in out:
-                if port == "alerts":
-                    alert([(port, m)])
-                elif port in ("readings", "air"):
-                    commands += _roadside(
-                        port, m, devices, estimate, control, safety, env, coord, alert
-                    )
-                if m.event_ts >= next_tick:
-                    alert(devices.on_tick(m.event_ts))
-                    next_tick += devices.tick_period_ns
-            for c in commands:
-                alert(sim.process("commands", c))
+            now = max(m.event_ts for _, m in out)
+            queue = list(out)
+            if now >= next_tick:
+                queue += [o for u in units.values() for o in u.on_tick(now)]
+                next_tick += RoadsideUnit.tick_period_ns
+            while queue:  # every output of this step, in order, until none is left
+                port, m = queue.pop(0)
+                if port in ("readings", "air"):
+                    queue += units[m.payload["unit"]].process(port, m)
+                elif port == "summary":
+                    queue += coord.process("state", m)
+                elif port == "plan":
+                    queue += units[m.payload["unit"]].process("plan", m)
+                elif port == "commands":
+                    queue += sim.process("commands", m)
+                elif port == "alerts":
+                    records.extend(r.payload for _, r in desk.process("alerts", m))
     finally:
         sim_s = sim.snapshot()["t"]
         for op in ops:
@@ -104,29 +102,6 @@ def run_closed_loop(
         wall_s=time.perf_counter() - started,
         alerts=tuple(records),
     )
-
-
-def _roadside(port, m, devices, estimate, control, safety, env, coord, alert) -> list[Message]:
-    """One sensor message through a roadside unit; returns the signal commands it caused."""
-    commands = []
-    for out_port, valid in devices.process(port, m):
-        if out_port == "alerts":
-            alert([(out_port, valid)])
-        elif out_port == "air":
-            alert((p, a) for p, a in env.process("air", valid) if p == "alerts")
-        else:
-            for kind, state in estimate.process("readings", valid):
-                if kind == "summary":
-                    for _, plan in coord.process("state", state):
-                        list(control.process("plan", plan))
-                    continue
-                for p, s in safety.process("state", state):
-                    if p == "alerts":
-                        alert([(p, s)])
-                    else:
-                        list(control.process("clearance", s))
-                commands += [c for p, c in control.process("state", state) if p == "commands"]
-    return commands
 
 
 def run_sumo(

@@ -1,7 +1,10 @@
 """``SumoCity``: an Eclipse SUMO city stepped in-process with libsumo, closed loop.
 
 Each poll advances SUMO by ``step_s`` and emits what the roadside units would sense,
-stamped with the simulation clock as event time. Signal commands come back on the
+stamped with the simulation clock as event time: one message per roadside unit and step
+carrying the readings of every junction it serves (``junctions``), since on an edge
+fleet each Ray hop costs milliseconds of CPU and a unit's junctions travel together
+anyway. Signal commands come back on the
 ``commands`` input (a feedback edge) and act through TraCI; an intersection whose
 controller falls silent for ``command_timeout_s`` simulated seconds returns to SUMO's
 own fixed-time program (the safe default) and raises a ``controller_lost`` alert.
@@ -73,17 +76,20 @@ class SumoCity(Source):
     """Steps a SUMO city and emits per-intersection sensor readings; applies signal commands.
 
     Inputs:
-      ``commands``: ``{"intersection", "phase", "mode"}`` from a controller; ``phase`` is an
+      ``commands``: ``{"intersection", "phase", "mode"}``, each a scalar (one junction) or
+      an array of equal length (a roadside unit's junctions at once); ``phase`` is an
       index into the reading's ``green_phases``; ``mode`` is ``"adaptive"``, ``"clearance"``
-      (both take over the junction) or ``"fixed"`` (SUMO's own program runs).
+      (both take over the junction) or ``"fixed"`` (SUMO's own program runs). A junction
+      the city does not have is a ``CityError`` (the runtime dead-letters the message).
     Outputs:
-      ``readings``: per intersection and step: ``intersection``, ``unit`` (its roadside node),
+      ``readings``: per roadside unit and step: ``unit``, ``t_s`` and ``junctions``, which
+      maps each junction the unit serves to its reading: ``intersection``, ``unit``,
       ``t_s``, per approach lane ``vehicles`` / ``halting`` (lane-area detector), ``passed``
       (stop-line loop count this step), ``downstream`` (vehicles on the fullest lane it feeds),
       the layout (``green_phases``, ``serves``), ``phase`` (green index or -1 in a change),
-      ``phase_s`` (time in it); truth: ``incident``.
-      ``air``: every ``air_period_s``: ``intersection``, ``unit``, ``pm25``, ``no2``, ``t_s``;
-      truth: ``episode``.
+      ``phase_s`` (time in it); truth: ``incidents`` (the unit's blocked junctions).
+      ``air``: every ``air_period_s``, per unit: ``unit``, ``t_s`` and ``junctions``
+      (``intersection``, ``unit``, ``pm25``, ``no2``, ``t_s`` each); truth: ``episodes``.
       ``status``: per step: ``t_s``, ``running``, ``halting``, ``arrived``, ``fallback``
       (intersections on SUMO's program), ``latency_ms`` (reading to applied command, wall).
       ``alerts``: ``controller_lost`` / ``controller_restored`` per intersection.
@@ -139,6 +145,9 @@ class SumoCity(Source):
         if backend not in BACKENDS:
             raise CityError(f"backend={backend!r}; use one of {BACKENDS}")
         self.backend = backend
+        self._by_unit: dict[str, tuple[str, ...]] = {}
+        for junction, unit in self.units.items():
+            self._by_unit[unit] = (*self._by_unit.get(unit, ()), junction)
         self._state = _fresh_state()
 
     def validate_units(self) -> None:
@@ -190,19 +199,28 @@ class SumoCity(Source):
 
     # -- commands -----------------------------------------------------------------------
     def process(self, port: str, message: Message) -> Outputs:
+        if not self.controlled:
+            return
         p = message.payload
-        junction = str(p["intersection"])
-        if junction not in self.units or not self.controlled:
-            return ()
+        junctions, phases, modes = np.broadcast_arrays(
+            np.atleast_1d(p["intersection"]),
+            np.atleast_1d(p["phase"]),
+            np.atleast_1d(p.get("mode", "adaptive")),
+        )
+        unknown = sorted(set(map(str, junctions)) - set(self.units))
+        if unknown:
+            raise UnknownIntersection(unknown, sorted(self.units), "a signal command")
         s = self._state
-        s["last_command"][junction] = s["t"]
-        s["latency"].append((self.wall() - message.ingest_ts) / 1e6)
-        if s["lost"].pop(junction, None) is not None:
-            yield "alerts", self._alert(junction, "controller_restored", "info")
-        change = (junction, int(p["phase"]), str(p.get("mode", "adaptive")))
-        if not self._no_op(*change):  # the log restore() replays
-            s["log"].append((s["t"], *change))
-        self._apply(*change)
+        latency_ms = (self.wall() - message.ingest_ts) / 1e6
+        for junction, phase, mode in zip(map(str, junctions), phases, map(str, modes), strict=True):
+            s["last_command"][junction] = s["t"]
+            s["latency"].append(latency_ms)
+            if s["lost"].pop(junction, None) is not None:
+                yield "alerts", self._alert(junction, "controller_restored", "info")
+            change = (junction, int(phase), mode)
+            if not self._no_op(*change):  # the log restore() replays
+                s["log"].append((s["t"], *change))
+            self._apply(*change)
 
     def _no_op(self, junction: str, phase: int, mode: str) -> bool:
         s, greens = self._state, self._layouts[junction].green_phases
@@ -230,11 +248,13 @@ class SumoCity(Source):
         s["arrived"] += self._api.simulation.getArrivedNumber()
         out += self._watch_controllers()
         ts = int(s["t"] * 1e9)
-        for junction in self.units:
-            out.append(("readings", self._reading(junction, ts)))
-        if s["t"] - s["last_air"] >= self.air_period_s:
+        air = s["t"] - s["last_air"] >= self.air_period_s
+        if air:
             s["last_air"] = s["t"]
-            out += [("air", self._air(j, ts)) for j in self.units]
+        for unit, junctions in self._by_unit.items():
+            out.append(("readings", self._readings(unit, junctions, ts)))
+            if air:
+                out.append(("air", self._air(unit, junctions, ts)))
         out.append(("status", self._status(ts)))
         return out
 
@@ -249,7 +269,17 @@ class SumoCity(Source):
         s["seq"] += 1
         return Message("city", s["seq"], ts, payload, truth=truth, meta=Meta(qos=qos))
 
-    def _reading(self, junction: str, ts: int) -> Message:
+    def _readings(self, unit: str, junctions: tuple[str, ...], ts: int) -> Message:
+        payload = {
+            "unit": unit,
+            "t_s": self._state["t"],
+            "junctions": {j: self._reading(j) for j in junctions},
+        }
+        blocked = set(self._state["blocked"].values())
+        truth = {"incidents": tuple(j for j in junctions if j in blocked)}
+        return self._message(payload, ts, truth, qos=QoS.CONTROL)
+
+    def _reading(self, junction: str) -> dict[str, Any]:
         lay = self._layouts[junction]
         det = [f"{junction}:{lane}" for lane in lay.lanes]
         vehicles = np.array([self._api.lanearea.getLastStepVehicleNumber(d) for d in det], np.int32)
@@ -267,7 +297,7 @@ class SumoCity(Source):
         since = self._state["phase_since"]
         if since.get(junction, (None,))[0] != phase:
             since[junction] = (phase, self._state["t"])
-        payload = {
+        return {
             "intersection": junction,
             "unit": self.units[junction],
             "t_s": self._state["t"],
@@ -280,27 +310,31 @@ class SumoCity(Source):
             "phase": green,
             "phase_s": self._state["t"] - since[junction][1],
         }
-        truth = {"incident": junction in self._state["blocked"].values()}
-        return self._message(payload, ts, truth, qos=QoS.CONTROL)
 
-    def _air(self, junction: str, ts: int) -> Message:
+    def _air(self, unit: str, junctions: tuple[str, ...], ts: int) -> Message:
         s, t = self._state, self._state["t"]
-        nox = sum(self._api.lane.getNOxEmission(lane) for lane in self._layouts[junction].lanes)
-        noise = s["noise"].get(junction, (0.0, 0.0))
-        noise = tuple(
-            0.8 * n + e for n, e in zip(noise, self._rng.normal(0, (1.0, 2.5)), strict=True)
-        )
-        s["noise"][junction] = noise
-        episode = next((e for e in self.episodes if e.active(junction, t)), None)
-        pm25, no2 = reading(START_OF_DAY_S + t, nox, noise, episode)
-        payload = {
-            "intersection": junction,
-            "unit": self.units[junction],
-            "t_s": t,
-            "pm25": pm25,
-            "no2": no2,
-        }
-        return self._message(payload, ts, {"episode": episode is not None}, qos=QoS.PERCEPTION)
+        readings, episodes = {}, []
+        for junction in junctions:
+            lanes = self._layouts[junction].lanes
+            nox = sum(self._api.lane.getNOxEmission(lane) for lane in lanes)
+            noise = s["noise"].get(junction, (0.0, 0.0))
+            noise = tuple(
+                0.8 * n + e for n, e in zip(noise, self._rng.normal(0, (1.0, 2.5)), strict=True)
+            )
+            s["noise"][junction] = noise
+            episode = next((e for e in self.episodes if e.active(junction, t)), None)
+            if episode is not None:
+                episodes.append(junction)
+            pm25, no2 = reading(START_OF_DAY_S + t, nox, noise, episode)
+            readings[junction] = {
+                "intersection": junction,
+                "unit": unit,
+                "t_s": t,
+                "pm25": pm25,
+                "no2": no2,
+            }
+        payload = {"unit": unit, "t_s": t, "junctions": readings}
+        return self._message(payload, ts, {"episodes": tuple(episodes)}, qos=QoS.PERCEPTION)
 
     def _status(self, ts: int) -> Message:
         s = self._state

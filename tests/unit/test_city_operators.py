@@ -17,6 +17,7 @@ from operators.city import (
     IoTDeviceManager,
     PublicSafety,
     QueueFlowEstimator,
+    RoadsideUnit,
     Scenario,
     SumoCity,
     TrafficSignalController,
@@ -24,6 +25,7 @@ from operators.city import (
 )
 from operators.city._air import Episode
 from operators.city._air import reading as air_reading
+from operators.city._errors import CityError
 from operators.city.policies import FIXED, MaxPressure, Webster, view_of
 
 #: A 4-approach junction: phase 0 serves lanes 1 and 2 (north-south), phase 1 lanes 0 and 3.
@@ -70,6 +72,13 @@ def estimate(t: float, **kw) -> Message:
 
 def air(t: float, pm25: float, no2: float = 30.0, junction="B1") -> Message:
     payload = {"intersection": junction, "unit": "rsu-1", "t_s": float(t), "pm25": pm25, "no2": no2}
+    return Message("city", int(t), int(t * 1e9), payload)
+
+
+def unit_message(t: float, *junctions: Message, unit: str = "rsu-1") -> Message:
+    """``SumoCity``'s message of one roadside unit: its junctions' readings (or air) of a step."""
+    payload = {"unit": unit, "t_s": float(t), "junctions": {
+        m.payload["intersection"]: dict(m.payload) for m in junctions}}  # fmt: skip
     return Message("city", int(t), int(t * 1e9), payload)
 
 
@@ -122,6 +131,19 @@ def _devices_feed(env):
     ]
 
 
+def _unit_feed(env):
+    plan = Message(
+        "hub", 0, 0, {"intersection": "B1", "cycle_s": 60.0, "offset_s": 14.0, "t_s": 0.0}
+    )
+    busy = {"vehicles": (4, 0, 0, 1), "halting": (4, 0, 0, 0)}
+    return [
+        ("plan", plan),
+        *[("readings", unit_message(t, reading(t, **busy), reading(t, junction="B2")))
+          for t in range(1, 4)],
+        ("air", unit_message(10, air(10, 12.0), air(10, -1.0, junction="B2"))),
+    ]  # fmt: skip
+
+
 def _safety_feed(env):
     return [
         ("state", estimate(t, halting=(0, 5, 0, 0), vehicles=(0, 6, 0, 0))) for t in range(0, 40, 5)
@@ -138,6 +160,7 @@ CITY_EXAMPLES = {
         3,
     ),
     "PublicSafety": (lambda env: PublicSafety(), _safety_feed, 3),
+    "RoadsideUnit": (lambda env: RoadsideUnit(), _unit_feed, 3),
     "EnvironmentalMonitor": (
         lambda env: EnvironmentalMonitor(window=6, recent=2),
         lambda env: [("air", air(10 * i, 12.0 + i % 2 + (60 if i > 7 else 0))) for i in range(10)],
@@ -414,3 +437,52 @@ def test_coordinator_sends_a_common_cycle_with_offsets_growing_eastwards():
     assert len({p["cycle_s"] for p in plans}) == 1
     assert [p["offset_s"] for p in plans] == [0.0, 14.0, 28.0]
     assert list(coord.process("state", estimate(30, junction="A1"))) == []  # not due yet
+
+
+# -- RoadsideUnit ------------------------------------------------------------------------------
+def test_a_roadside_unit_decides_for_each_of_its_junctions_and_commands_them_at_once():
+    # prepare: B1 has a queue on lane 0 (phase 1 serves it), B2 none; B3's reading is garbage
+    unit = RoadsideUnit(controller=TrafficSignalController(policy="max-pressure"))
+    step = unit_message(
+        1,
+        reading(1, junction="B1", vehicles=(4, 0, 0, 0), halting=(4, 0, 0, 0)),
+        reading(1, junction="B2"),
+        reading(1, junction="B3", halting=(0, -2, 0, 0)),
+    )
+
+    # execute
+    out = list(unit.process("readings", step))
+
+    # assert: one columnar command for the two sane junctions, a dashboard row each, and
+    # the garbage reading rejected with its reason and an alert, never decided on
+    commands = [m.payload for p, m in out if p == "commands"]
+    assert len(commands) == 1
+    assert commands[0]["intersection"].tolist() == ["B1", "B2"]
+    assert commands[0]["phase"].tolist()[0] == 1
+    assert commands[0]["mode"].tolist() == ["adaptive", "adaptive"]
+    assert [m.payload["intersection"] for p, m in out if p == "decisions"] == ["B1", "B2"]
+    assert [(m.payload["kind"], m.payload["intersection"]) for p, m in out if p == "alerts"] == [
+        ("device_garbage", "B3")
+    ]
+    assert unit.devices.rejected == {"negative": 1}
+
+
+def test_a_roadside_unit_raises_pollution_alerts_from_its_air_sensors():
+    # prepare: a steady baseline at B1, then an episode
+    unit = RoadsideUnit(environment=EnvironmentalMonitor(window=20, recent=2))
+    quiet = [unit_message(10 * i, air(10 * i, 12.0 + i % 3)) for i in range(20)]
+    smoky = [unit_message(10 * i, air(10 * i, 90.0)) for i in range(20, 23)]
+
+    # execute
+    for m in quiet:
+        assert list(unit.process("air", m)) == []
+    out = [m.payload for s in smoky for p, m in unit.process("air", s) if p == "alerts"]
+
+    # assert
+    assert [(a["kind"], a["intersection"]) for a in out] == [("pollution_episode", "B1")]
+
+
+def test_a_roadside_unit_refuses_a_message_without_its_junctions():
+    unit = RoadsideUnit()
+    with pytest.raises(CityError, match=r"'readings' message without a 'junctions' mapping"):
+        list(unit.process("readings", reading(1)))

@@ -381,6 +381,8 @@ def same(a: Any, b: Any) -> bool:
             and len(a) == len(b)
             and all(same(x, y) for x, y in zip(a, b, strict=True))
         )
+    if isinstance(a, Operator):  # an operator composed of operators (e.g. RoadsideUnit)
+        return type(a) is type(b) and same(a.__getstate__(), b.__getstate__())
     return type(a) is type(b) and a == b
 
 
