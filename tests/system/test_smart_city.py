@@ -1,11 +1,13 @@
 """The ``smart-city`` pipeline on its own local fleet: a hub and three roadside nodes.
 
-The closed loop runs in real time (10 simulated seconds per wall second) with SUMO on
-the hub and each roadside node serving one column of the 3x3 grid. Mid-run the east
-node is removed: its junctions must fall back to SUMO's fixed-time program with a
-``controller_lost`` alert each, while the other six keep adapting; when a node with the
-same labels joins again, its controllers restart there and take the junctions back.
-The test follows the run through the hub's Parquet logs (polling them with a deadline).
+The closed loop runs in real time with SUMO on the hub and each roadside node serving
+one column of the 3x3 grid: every junction is decided for by the unit on the node named
+for it, and its commands reach SUMO over the feedback edge. In the second test, mid-run
+(10 simulated seconds per wall second) the east node is removed: its junctions must fall
+back to SUMO's fixed-time program with a ``controller_lost`` alert each, while the other
+six keep adapting; when a node with the same labels joins again, its controllers restart
+there and take the junctions back. The tests follow the run through the hub's Parquet
+logs (the second polls them with a deadline).
 """
 
 from __future__ import annotations
@@ -59,6 +61,34 @@ def payload(row: dict, name: str):
         if key in row:
             return row[key]
     return row.get("payload", {}).get(name)
+
+
+def test_every_junction_is_controlled_by_the_unit_on_its_node_through_the_feedback_edge(
+    city, tmp_path
+):
+    # prepare: 5 simulated seconds per wall second, so a loaded machine keeps up as well
+    p = build(out_dir=tmp_path, realtime=True, rate_hz=5.0, end_s=60.0, log_rows_per_file=5)
+
+    # execute
+    summary = Runtime(p, placement_timeout_s=120.0).run(timeout_s=180)
+
+    # assert: each unit ran on its own node and decided adaptively for each of its junctions
+    placed = {a.rsplit("#", 1)[1]: n for a, n in summary.placement.items() if "/rsu#" in a}
+    assert placed == {u: u for u in UNITS}
+    decisions = rows(tmp_path / "dashboard")
+    for unit, junctions in UNITS.items():
+        mine = [r for r in decisions if payload(r, "unit") == unit]
+        assert {payload(r, "intersection") for r in mine} == set(junctions)
+        assert {payload(r, "mode") for r in mine} == {"adaptive"}
+    # SUMO applied the commands it was sent: no junction fell back, none was lost
+    status = rows(tmp_path / "status_log")
+    assert max(payload(r, "t_s") for r in status) == 60.0
+    assert max(payload(r, "fallback") for r in status) == 0
+    assert sum(len(payload(r, "latency_ms")) for r in status) > 0
+    commands = summary.edges["rsu.commands->sim.commands"]
+    assert commands.delivered > 0
+    assert summary.stopped_by == "end-of-stream"
+    assert summary.identity_holds(), summary.format()
 
 
 @pytest.mark.skip(
