@@ -5,7 +5,9 @@ Never imports Ray: the rounds on the fleet live in ``cluster.federated``.
 * ``Trainer`` (protocol), ``FitResult``, ``EvalResult``: what a client does and returns.
 * ``MLPTrainer`` (numpy, exports ONNX with ``onnx``); ``TorchCNNTrainer`` (the ``[train]`` extra).
 * Strategies: ``FedAvg``, ``FedProx``, ``FedAdam``, ``FedYogi``, ``DPFedAvg``, ``Median``,
-  ``TrimmedMean``, ``Krum``; ``make_strategy(name, **options)``.
+  ``TrimmedMean``, ``Krum`` (and Multi-Krum); ``make_strategy(name, **options)``.
+* ``robust``: what the robust strategies do to the updates first (``pre="nnm"``:
+  nearest-neighbour mixing, which non-IID clients need; bucketing; norm bounding).
 * ``privacy``: clipping and the (epsilon, delta) of DP-FedAvg rounds (Google's dp_accounting).
 * ``secagg``: pairwise additive masks (``MaskingClient``, ``SecureSum``).
 * ``dirichlet_partition``: class-skewed non-IID splits.

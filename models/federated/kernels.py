@@ -1,10 +1,10 @@
-"""Aggregation kernels: pure functions over lists of client weights (no state, no config).
+"""Aggregation kernels: pure functions over client weights or flat update rows (no state).
 
 >>> import numpy as np
 >>> a, b = [np.array([0.0, 2.0])], [np.array([4.0, 6.0])]
 >>> weighted_average([a, b], [1, 3])[0].tolist()
 [3.0, 5.0]
->>> coordinate_median([a, b, [np.array([100.0, -100.0])]])[0].tolist()
+>>> coordinate_median(np.array([[0.0, 2.0], [4.0, 6.0], [100.0, -100.0]])).tolist()
 [4.0, 2.0]
 """
 
@@ -43,32 +43,28 @@ def weighted_average(clients: Sequence[Weights], weights: Sequence[float]) -> We
     ]
 
 
-def coordinate_median(clients: Sequence[Weights]) -> Weights:
-    """Layer-wise, coordinate-wise median of ``clients`` (Yin et al., 2018)."""
-    return [
-        np.median(np.stack([c[i] for c in clients]), axis=0).astype(clients[0][i].dtype)
-        for i in range(len(clients[0]))
-    ]
+def coordinate_median(rows: np.ndarray) -> np.ndarray:
+    """Coordinate-wise median of the clients' flat vectors, one per row (Yin et al., 2018)."""
+    return np.median(rows, axis=0)
 
 
-def trimmed_mean(clients: Sequence[Weights], trim: float) -> Weights:
-    """Coordinate-wise mean after dropping the ``trim`` fraction of largest and smallest values.
+def trimmed_mean(rows: np.ndarray, trim: float) -> np.ndarray:
+    """Coordinate-wise mean of ``rows`` without the ``trim`` fraction of largest and smallest.
 
-    At least one value is dropped at each end when there are three or more clients.
+    At least one value is dropped at each end when there are three or more rows.
     """
-    n = len(clients)
+    n = len(rows)
     k = min(max(int(np.floor(trim * n)), 1 if n >= 3 else 0), (n - 1) // 2)
-    out = []
-    for i in range(len(clients[0])):
-        stacked = np.sort(np.stack([c[i] for c in clients]), axis=0)
-        out.append(stacked[k : n - k].mean(axis=0).astype(clients[0][i].dtype))
-    return out
+    return np.sort(rows, axis=0)[k : n - k].mean(axis=0)
 
 
-def krum_select(clients: Sequence[Weights], byzantine: int) -> int:
-    """Index of the client Krum picks: the least total squared distance to its nearest peers."""
-    vectors = np.stack([flatten(c) for c in clients])
-    d = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2)
-    keep = max(len(clients) - byzantine - 2, 1)
-    scores = [np.sort(np.delete(row, i))[:keep].sum() for i, row in enumerate(d)]
-    return int(np.argmin(scores))
+def krum_scores(rows: np.ndarray, byzantine: int) -> np.ndarray:
+    """Krum's score of each row: its total squared distance to its ``n - byzantine - 2`` nearest.
+
+    Krum keeps the lowest-scored row, Multi-Krum averages the ``m`` lowest
+    (Blanchard et al., 2017).
+    """
+    sq = (rows**2).sum(axis=1)
+    d = np.maximum(sq[:, None] + sq[None, :] - 2 * rows @ rows.T, 0.0)
+    keep = max(len(rows) - byzantine - 2, 1)
+    return np.array([np.sort(np.delete(row, i))[:keep].sum() for i, row in enumerate(d)])

@@ -11,7 +11,9 @@ A strategy is a small object chosen by name (``make_strategy("fedavg")``):
 clients only through a sum: each client's update is ``encoding.encode``-d into a
 vector and a weight, and ``from_sum`` turns the sums into the next model. Only
 they work with secure aggregation, which reveals nothing but that sum. The robust
-ones (median, trimmed mean, Krum) need each update and refuse masking.
+ones (median, trimmed mean, Krum) need each update and refuse masking; on
+non-IID clients configure them with a pre-aggregation step
+(``make_strategy("median", pre="nnm")``, see ``models.federated.robust``).
 
 >>> import numpy as np
 >>> g = [np.zeros(2, np.float32)]
@@ -35,6 +37,7 @@ import numpy as np
 from models._errors import FederatedError, NotEnoughClients
 from models.federated import kernels
 from models.federated.privacy import clip
+from models.federated.robust import make_pre_aggregation
 from models.federated.trainer import FitResult, Weights
 
 
@@ -198,43 +201,110 @@ class DPFedAvg(LinearStrategy):
         return self._step(global_weights, (summed + noise) / count)
 
 
-class Median(StrategyBase):
-    """Coordinate-wise median of the clients' models: robust to a minority of bad clients."""
+class RobustStrategy(StrategyBase):
+    """Base of the rules that need each client's update: median, trimmed mean, Krum.
+
+    Each round the clients' updates (their weights minus the global weights) are
+    stacked as rows; the optional pre-aggregation step ``pre`` (``robust``:
+    ``"nnm"``, ``"bucketing"``, ``"norm-bound"``; ``byzantine``, ``bucket_size``
+    and ``seed`` are its options) reshapes them; ``combine`` turns the rows into
+    one update; with ``server_momentum`` > 0 the step is the momentum of those
+    updates (FedAvgM, Hsu et al., 2019) instead of the update itself.
+    Sample counts do not enter: a client claiming many samples must not buy
+    itself more weight.
+    """
+
+    name = "robust"
+    minimum_results = 1
+
+    def __init__(
+        self,
+        *,
+        pre: str | None = None,
+        byzantine: int = 1,
+        bucket_size: int = 2,
+        seed: int = 0,
+        server_momentum: float = 0.0,
+    ) -> None:
+        if not 0 <= server_momentum < 1:
+            raise FederatedError(
+                f"{self.name} server_momentum is {server_momentum}; it must be in [0, 1)"
+            )
+        self.byzantine, self.server_momentum = byzantine, server_momentum
+        self.pre = make_pre_aggregation(
+            pre, byzantine=byzantine, bucket_size=bucket_size, seed=seed
+        )
+        self._round = 0
+        self._velocity: np.ndarray | None = None
+
+    def aggregate(self, global_weights: Weights, results: Sequence[FitResult]) -> Weights:
+        _require(results, self.minimum_results, self.name)
+        start = kernels.flatten(global_weights)
+        rows = np.stack([kernels.flatten(r.weights) - start for r in results])
+        self._round += 1
+        if self.pre is not None:
+            rows = self.pre(rows, server_round=self._round)
+        step = self.combine(rows)
+        if self.server_momentum:
+            previous = 0.0 if self._velocity is None else self._velocity
+            self._velocity = step = self.server_momentum * previous + step
+        return kernels.unflatten(start + step, global_weights)
+
+    def combine(self, rows: np.ndarray) -> np.ndarray:
+        """One update from the (pre-aggregated) rows of client updates."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        state = {"round": np.array(self._round)}
+        return state if self._velocity is None else {**state, "velocity": self._velocity}
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        self._round = int(state.get("round", 0))
+        self._velocity = np.asarray(state["velocity"]) if "velocity" in state else None
+
+
+class Median(RobustStrategy):
+    """Coordinate-wise median of the clients' updates: robust to a minority of bad clients."""
 
     name = "median"
 
-    def aggregate(self, global_weights: Weights, results: Sequence[FitResult]) -> Weights:
-        _require(results, 1, self.name)
-        return kernels.coordinate_median([r.weights for r in results])
+    def combine(self, rows: np.ndarray) -> np.ndarray:
+        return kernels.coordinate_median(rows)
 
 
-class TrimmedMean(StrategyBase):
+class TrimmedMean(RobustStrategy):
     """Coordinate-wise mean without the ``trim`` fraction of extremes at each end."""
 
     name = "trimmed"
 
-    def __init__(self, *, trim: float = 0.2) -> None:
+    def __init__(self, *, trim: float = 0.2, **options: Any) -> None:
         if not 0 <= trim < 0.5:
             raise FederatedError(f"trimmed mean trim is {trim}; it must be in [0, 0.5)")
+        super().__init__(**options)
         self.trim = trim
 
-    def aggregate(self, global_weights: Weights, results: Sequence[FitResult]) -> Weights:
-        _require(results, 1, self.name)
-        return kernels.trimmed_mean([r.weights for r in results], self.trim)
+    def combine(self, rows: np.ndarray) -> np.ndarray:
+        return kernels.trimmed_mean(rows, self.trim)
 
 
-class Krum(StrategyBase):
-    """The one client model closest to its peers, tolerating ``byzantine`` bad clients."""
+class Krum(RobustStrategy):
+    """The update closest to its peers, tolerating ``byzantine`` bad clients (Blanchard, 2017).
+
+    ``select`` > 1 is Multi-Krum: the mean of the ``select`` best-scored updates.
+    """
 
     name = "krum"
 
-    def __init__(self, *, byzantine: int = 1) -> None:
-        self.byzantine = byzantine
+    def __init__(self, *, byzantine: int = 1, select: int = 1, **options: Any) -> None:
+        if select < 1:
+            raise FederatedError(f"krum select is {select}; it must be >= 1")
+        super().__init__(byzantine=byzantine, **options)
+        self.select = select
+        self.minimum_results = 2 * byzantine + 3
 
-    def aggregate(self, global_weights: Weights, results: Sequence[FitResult]) -> Weights:
-        _require(results, 2 * self.byzantine + 3, self.name)
-        chosen = kernels.krum_select([r.weights for r in results], self.byzantine)
-        return [w.copy() for w in results[chosen].weights]
+    def combine(self, rows: np.ndarray) -> np.ndarray:
+        best = np.argsort(kernels.krum_scores(rows, self.byzantine), kind="stable")
+        return rows[best[: self.select]].mean(axis=0)
 
 
 STRATEGIES = {

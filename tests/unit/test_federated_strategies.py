@@ -23,6 +23,7 @@ from models.federated import (
     check_weights,
     make_strategy,
 )
+from models.federated.robust import Bucketing, NormBound
 from models.federated.testing import class_patterns
 from operators.signs import SIGN_SIGNATURE
 
@@ -94,6 +95,72 @@ def test_krum_picks_a_client_among_the_honest_cluster():
 
     # assert
     assert 0.9 < float(new[0][0, 0]) < 1.1
+
+
+def test_multi_krum_averages_the_best_scored_updates():
+    # prepare
+    results = [result(v, 1) for v in (1.0, 1.1, 0.9, 1.3, 40.0)]
+
+    # execute
+    new = Krum(byzantine=1, select=3).aggregate(GLOBAL, results)
+
+    # assert: the three updates closest to their peers, not the outlier at 1.3 or 40
+    np.testing.assert_allclose(new[0], 1.0, rtol=1e-6)
+
+
+def test_nearest_neighbour_mixing_lets_the_median_land_on_the_honest_mean():
+    # prepare: honest clients that disagree (non-IID) and one sign-flipped, scaled attacker
+    honest = [1.0, 1.6, 0.4, 1.4]
+    results = [result(v, 1) for v in honest] + [result(-4.0 * 1.0, 1)]
+
+    # execute
+    plain = Median().aggregate(GLOBAL, results)[0]
+    mixed = Median(pre="nnm", byzantine=1).aggregate(GLOBAL, results)[0]
+    trimmed = TrimmedMean(trim=0.2, pre="nnm").aggregate(GLOBAL, results)[0]
+
+    # assert: plain median takes the honest value below the middle; after mixing, the mean
+    np.testing.assert_allclose(plain, 1.0)
+    np.testing.assert_allclose(mixed, np.mean(honest), rtol=1e-6)
+    np.testing.assert_allclose(trimmed, np.mean(honest), rtol=1e-6)
+
+
+def test_pre_aggregation_steps_reshape_the_rows_as_documented():
+    # prepare
+    rows = np.array([[3.0, 4.0], [0.0, 1.0], [0.0, 2.0], [30.0, 40.0], [1.0, 0.0]])
+
+    # execute
+    bounded = NormBound()(rows)
+    buckets = Bucketing(bucket_size=2, seed=0)
+    first, again = buckets(rows, server_round=1), buckets(rows, server_round=1)
+    other = buckets(rows, server_round=2)
+
+    # assert: norms capped at the median norm (2.0); buckets of 2 (and one of 1), redrawn
+    np.testing.assert_allclose(np.linalg.norm(bounded, axis=1), [2.0, 1.0, 2.0, 2.0, 1.0])
+    np.testing.assert_allclose(bounded[3], [1.2, 1.6])
+    assert first.shape == (3, 2) and np.array_equal(first, again)
+    np.testing.assert_allclose(2 * first[:2].sum(axis=0) + first[2], rows.sum(axis=0))
+    assert not np.array_equal(first, other)
+    with pytest.raises(FederatedError, match=r"unknown pre-aggregation step 'krum'.*nnm"):
+        make_strategy("median", pre="krum")
+
+
+def test_robust_server_momentum_and_round_count_survive_a_checkpoint():
+    # prepare
+    strategy, twin = Median(server_momentum=0.5), Median(server_momentum=0.5)
+
+    # execute: two rounds whose clients each move the model by 1, 2 and 3
+    first = strategy.aggregate(GLOBAL, [result(v, 1) for v in (1.0, 2.0, 3.0)])
+    twin.restore(strategy.state())
+    second = [result(2.0 + v, 1) for v in (1.0, 2.0, 3.0)]
+    a, b = strategy.aggregate(first, second), twin.aggregate(first, second)
+
+    # assert: step 1 is the median update (2); step 2 adds half of it to its own (2 + 1)
+    np.testing.assert_allclose(first[0], 2.0)
+    np.testing.assert_allclose(a[0], 5.0)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert int(strategy.state()["round"]) == 2
+    with pytest.raises(FederatedError, match=r"server_momentum is 1.0; it must be in \[0, 1\)"):
+        Median(server_momentum=1.0)
 
 
 def test_a_strategy_with_too_few_results_says_what_to_change():
