@@ -256,11 +256,7 @@ class RolloutController:
                 planner = request.planner(time.monotonic_ns)
             except ValueError as err:  # a share or batch out of range
                 raise RolloutRefused(str(err), pipeline=self.p.name, operator=op) from err
-            baseline = self._baseline(op)
-            candidate, label = self._candidate(request, self._current(op))
-            if label == baseline:
-                raise RolloutRefused(f"it already runs version {label}", pipeline=self.p.name,
-                                     operator=op)  # fmt: skip
+            candidate, label, baseline = self._versions(request)
         except BaseException:
             with self.lock:
                 self.busy.discard(op)
@@ -294,7 +290,7 @@ class RolloutController:
         op = request.operator
         executor = None
         try:
-            executor = RayExecutor(self, request, baseline, label)
+            executor = RayExecutor(self, request, baseline, label, record)
             finish: Finish = drive(
                 planner, executor, sleep=time.sleep,
                 poll_s=request.poll_s, on_action=lambda a: record["actions"].append(_show(a)),
@@ -323,19 +319,37 @@ class RolloutController:
             self.busy.discard(op)
         self.done[record["id"]].set()
 
-    def _baseline(self, op: str) -> str:
-        with self.lock:
-            active = {s.active for s in self.slots[op]}
-        if len(active) != 1:
-            raise RolloutRefused(
-                f"its slots run {len(active)} versions ({', '.join(sorted(active))}), e.g. "
-                "after an A/B test; roll one version out to all of them first",
-                pipeline=self.p.name, operator=op,
-            )  # fmt: skip
-        return active.pop()
+    def _versions(self, request: RolloutRequest) -> tuple[Operator, str, str]:
+        """The candidate operator, its version label, and the baseline version it replaces.
 
-    def _current(self, op: str) -> Operator:
-        return self.operators[(op, self._baseline(op))]
+        Every slot normally runs one version, the baseline. After an A/B test the
+        slots run two variants (the split stays so both can be compared); a rollout
+        may then promote either variant to every slot, the other being the baseline:
+        the request that started the test promotes its candidate, one that names the
+        original model or parameters takes the test back.
+        """
+        op = request.operator
+        with self.lock:
+            active = sorted({s.active for s in self.slots[op]})
+        if len(active) == 1:
+            (baseline,) = active
+            candidate, label = self._candidate(request, self.operators[(op, baseline)])
+            if label == baseline:
+                raise RolloutRefused(f"it already runs version {label}", pipeline=self.p.name,
+                                     operator=op)  # fmt: skip
+            return candidate, label, baseline
+        changes = request.model is not None or request.params or request.replacement
+        for variant in active if len(active) == 2 and changes else ():
+            candidate, label = self._candidate(request, self.operators[(op, variant)])
+            if label in active:
+                (baseline,) = set(active) - {label}
+                return candidate, label, baseline
+        raise RolloutRefused(
+            f"its slots run {len(active)} versions ({', '.join(active)}), e.g. after an A/B "
+            "test; first promote one of them to every slot: repeat the model / parameters of "
+            "the variant to keep, with the rolling or blue-green strategy",
+            pipeline=self.p.name, operator=op,
+        )  # fmt: skip
 
     def _candidate(self, request: RolloutRequest, current: Operator) -> tuple[Operator, str]:
         """The candidate operator and its version label; a model that will not do is refused."""
@@ -378,9 +392,14 @@ class RayExecutor:
     """``cluster.rollout.Executor`` on the controller's view of one operator's slots."""
 
     def __init__(
-        self, ctl: RolloutController, request: RolloutRequest, baseline: str, candidate: str
+        self,
+        ctl: RolloutController,
+        request: RolloutRequest,
+        baseline: str,
+        candidate: str,
+        record: dict[str, Any],
     ) -> None:
-        self.ctl, self.request = ctl, request
+        self.ctl, self.request, self.record = ctl, request, record
         self.op, self.baseline, self.candidate = request.operator, baseline, candidate
         self.started_ns = time.monotonic_ns()
         #: (action, slots, wall-clock start, end) of every Start / Switch / Stop carried out
@@ -390,7 +409,12 @@ class RayExecutor:
                 s.since_ns = self.started_ns
         spec = ctl.p.specs[self.op]
         self.keyed = spec.key_by is not None
-        self._get([h.watch.remote(request.quality_field) for h in self._handles(self.op)])
+        actors = self._names(self.op)
+        self._get([self._handle(a).watch.remote(request.quality_field) for a in actors])
+        # Each version's figures count from here, so the variants are compared over one
+        # period (a replica's own counters run from its start).
+        figures = self._get([self._handle(a).rollout_stats.remote() for a in actors])
+        self.offsets: dict[str, dict[str, Any]] = dict(zip(actors, figures, strict=True))
 
     # -- the Executor interface ------------------------------------------------------
     def observe(self) -> Observed:
@@ -406,6 +430,8 @@ class RayExecutor:
                 for s in slots
             )  # fmt: skip
         metrics = {v: self._metrics(actors) for v, actors in by_version.items()}
+        with self.ctl.lock:  # live in ``status()``: the versions side by side
+            self.record["metrics"] = {v: asdict(m) for v, m in metrics.items()}
         return Observed(self.baseline, self.candidate, seen, metrics, self.started_ns, self.keyed)
 
     def start(self, action: Start) -> None:
@@ -512,14 +538,20 @@ class RayExecutor:
                     s.actors.pop(replicas[s.index][1], None)
 
     def _metrics(self, actors: list[str]) -> VersionMetrics:
+        """One version's figures over its replicas ``actors``, since the rollout began."""
         figures = self._get([self._handle(a).rollout_stats.remote() for a in actors])
         recent = [ms for f in figures for ms in f["recent_ms"]]
-        n = sum(f["quality_n"] for f in figures)
+
+        def total(key: str) -> Any:
+            return sum(f[key] - self.offsets.get(a, {}).get(key, 0)
+                       for a, f in zip(actors, figures, strict=True))  # fmt: skip
+
+        n = total("quality_n")
         return VersionMetrics(
-            frames=sum(f["frames"] for f in figures),
-            errors=sum(f["errors"] for f in figures),
+            frames=total("frames"),
+            errors=total("errors"),
             p99_ms=float(np.percentile(recent, 99)) if recent else None,
-            quality=sum(f["quality_sum"] for f in figures) / n if n else None,
+            quality=total("quality_sum") / n if n else None,
         )
 
     def _slots(self, ids: tuple[str, ...]) -> list[_Slot]:
@@ -534,9 +566,6 @@ class RayExecutor:
     def _names(self, op: str) -> list[str]:
         with self.ctl.lock:
             return [a for s in self.ctl.slots[op] for a in s.actors.values()]
-
-    def _handles(self, op: str) -> list[Any]:
-        return [self._handle(a) for a in self._names(op)]
 
     def _handle(self, actor: str) -> Any:
         handle = self.ctl.handles.get(actor)

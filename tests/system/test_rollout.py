@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -158,6 +159,81 @@ def test_canary_of_a_worse_model_is_rolled_back_and_its_dead_letters_accounted(
         assert "YOLOX output has 3548 rows" in cause
     collapsed = [float(m.payload["scores"][0]) for m, _ in out.received if m.meta.version == bad]
     assert collapsed and all(s == pytest.approx(SCORES[3]) for s in collapsed)
+
+
+def test_ab_test_keeps_each_stream_on_one_variant_and_reports_both_side_by_side(
+    ray_cluster, registry
+):
+    pipeline = camera_pipeline("ab", registry, NODES, rate_hz=RATE_HZ, model="det@1")
+    runtime = Runtime(pipeline)
+    runtime.deploy()
+    sink = runtime.actors["ab/out#0"]
+    got = {}
+
+    def experiment() -> None:
+        try:
+            scenario._wait_progress(sink, 45)
+            test = RolloutRequest(operator="detector", model="det@2", strategy="ab", share=0.34,
+                                  duration_s=3.0, quality_field="scores")  # fmt: skip
+            rid = _rollout.rollout("ab", test, wait=False)["id"]
+            ctl = _rollout.controller("ab")
+            # while it runs, the status shows both variants' figures side by side
+            got["live"] = poll_status("ab", lambda r: len(r["metrics"]) == 2 and all(
+                m["frames"] for m in r["metrics"].values()))  # fmt: skip
+            got["test"] = ray.get(ctl.wait.remote(rid, 60))
+            got["after test"] = _rollout.status("ab")[0]
+            promote = RolloutRequest(operator="detector", model="det@2", min_frames=5)
+            got["promoted"] = runtime.rollout(promote, timeout_s=60)
+            scenario._wait_progress(sink, scenario.ray_progress(sink) + 30)
+        finally:
+            runtime.stop("test over")
+
+    thread = threading.Thread(target=experiment, daemon=True)
+    thread.start()
+    summary = runtime.run(timeout_s=120)
+    thread.join()
+    out = scenario.Outcome(summary, runtime.stats, None, None, (0, 0), [
+        x for s in runtime.stats if s["operator"] == "out" for x in s["snapshot"]])  # fmt: skip
+
+    a, b = label("det@1"), label("det@2")
+    test, promoted = got["test"], got["promoted"]
+    assert test["state"] == "measured" and (test["baseline"], test["candidate"]) == (a, b), test
+    assert f"{a}: " in test["reason"] and f"{b}: " in test["reason"]
+    assert set(got["live"]["metrics"]) == {a, b}
+    metrics = test["metrics"]  # counted from the test's start, side by side
+    assert metrics[a]["quality"] == pytest.approx(SCORES[1])
+    assert metrics[b]["quality"] == pytest.approx(SCORES[2])
+    assert metrics[a]["errors"] == metrics[b]["errors"] == 0
+    assert metrics[a]["frames"] > 0 and metrics[b]["frames"] > 0
+    (split,) = [s for s in got["after test"]["serving"]["detector"] if s["active"] == b]
+    assert split["slot"] == "ab/detector#cam-0"  # share 0.34 of 3 streams: one, on vehicle-1
+    assert sorted(s["active"] for s in got["after test"]["serving"]["detector"]) == [a, a, b]
+    # every frame ingested while the split stood went to its stream's one variant
+    (switched_at,) = [t1 for kind, _, _, t1 in test["phases"] if kind == "Switch"]
+    during = {}
+    for m, _ in out.received:
+        if switched_at * 1e9 <= m.ingest_ts < promoted["started_at"] * 1e9:
+            during.setdefault(m.source, set()).add(m.meta.version)
+    assert during == {"cam-0": {b}, "cam-1": {a}, "cam-2": {a}}
+    # the promotion moved only the streams still on A; none ever went back
+    assert promoted["state"] == "completed" and (promoted["baseline"], promoted["candidate"]) == (
+        a, b)  # fmt: skip
+    starts = [x for x in promoted["actions"] if "Start(" in x]
+    assert len(starts) == 2 and not any("'0'" in x for x in starts)
+    for cam, versions in out.versions().items():
+        assert one_switch(versions, a, b), f"{cam}: {Counter(versions)}"
+    assert_every_frame_accounted(out)
+    assert not out.summary.dead_lettered
+
+
+def poll_status(pipeline: str, ready, timeout_s: float = 30) -> dict:
+    """The running rollout's record from ``status`` once ``ready(record)`` holds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = _rollout.status(pipeline)[0]["rollouts"][-1]
+        if ready(record) or time.monotonic() > deadline:
+            return record
+        time.sleep(0.1)
 
 
 def test_corrupt_or_unfit_models_are_refused_before_any_replica_switches(
