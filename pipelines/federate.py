@@ -30,7 +30,8 @@ A federation spec is a TOML file (or a pipeline file whose module defines
     rounds = 10                     # and any RoundConfig field: fraction, min_clients,
     deadline_s = 120                # min_results, epochs, lr, batch_size, secure, seed
 
-    [strategy]                      # options of the strategy, e.g. proximal_mu = 0.01
+    [strategy]                      # options of the strategy, e.g. proximal_mu = 0.01; for
+                                    # median / trimmed / krum on non-IID nodes: pre = "nnm"
     [rollout]                       # optional: where --then canary goes
     pipeline = "signs-live"
     operator = "classifier"

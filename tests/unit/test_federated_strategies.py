@@ -140,6 +140,7 @@ def test_pre_aggregation_steps_reshape_the_rows_as_documented():
     assert first.shape == (3, 2) and np.array_equal(first, again)
     np.testing.assert_allclose(2 * first[:2].sum(axis=0) + first[2], rows.sum(axis=0))
     assert not np.array_equal(first, other)
+    assert make_strategy("trimmed", pre="nnm", byzantine=2).pre.byzantine == 2  # a spec's options
     with pytest.raises(FederatedError, match=r"unknown pre-aggregation step 'krum'.*nnm"):
         make_strategy("median", pre="krum")
 
