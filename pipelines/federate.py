@@ -200,8 +200,19 @@ class FederationResult:
     rollout: dict[str, Any] | None
 
 
-def round_metrics(m: RoundMetrics) -> dict[str, float]:
-    """A round's evaluation as registry metrics (numbers only)."""
+#: The delta of the (epsilon, delta) a DP-FedAvg federation reports for each round.
+DP_DELTA = 1e-5
+
+
+def round_metrics(m: RoundMetrics, *, noise_multiplier: float | None = None) -> dict[str, float]:
+    """A round's evaluation as registry metrics (numbers only); with DP, its privacy cost.
+
+    >>> from cluster.federated import RoundMetrics
+    >>> m = RoundMetrics(3, ("a",), ("a",), {}, 0.9, 0.3, {"a": 0.8}, 0.4, 100, 1.0, epsilon=2.5)
+    >>> r = round_metrics(m, noise_multiplier=1.1)
+    >>> r["epsilon"], r["delta"], r["noise_multiplier"]
+    (2.5, 1e-05, 1.1)
+    """
     out = {
         "round": float(m.server_round),
         "central_accuracy": m.central_accuracy,
@@ -211,7 +222,9 @@ def round_metrics(m: RoundMetrics) -> dict[str, float]:
         "bytes_moved": float(m.bytes_moved),
     }
     if m.epsilon is not None:
-        out["epsilon"] = m.epsilon
+        out |= {"epsilon": m.epsilon, "delta": DP_DELTA}
+    if noise_multiplier is not None:
+        out["noise_multiplier"] = noise_multiplier
     return {k: v for k, v in out.items() if not np.isnan(v)}
 
 
@@ -235,12 +248,13 @@ def federate(
     existing = registry.versions(spec.model)
     parent = [existing[-1].version if existing else None]
     new_versions: list[Manifest] = []
+    noise = getattr(strategy, "noise_multiplier", None)  # DP-FedAvg's, reported with epsilon
 
     def register(metrics: RoundMetrics, weights: Weights) -> None:
         manifest = registry.register(
             spec.model,
             trainer.model().to_onnx(weights),
-            metrics=round_metrics(metrics),
+            metrics=round_metrics(metrics, noise_multiplier=noise),
             parent=parent[0],
             produced_by=(
                 f"federated round {metrics.server_round}/{spec.rounds.rounds}, {strategy.name}, "
@@ -254,6 +268,11 @@ def federate(
             f"{metrics.central_accuracy:.3f}, clients {len(metrics.completed)}/"
             f"{len(metrics.sampled)}, {metrics.bytes_moved / 1e6:.1f} MB moved"
             + (f", failures {sorted(metrics.failures)}" if metrics.failures else "")
+            + (
+                f", (epsilon, delta) = ({metrics.epsilon:.2f}, {DP_DELTA})"
+                if metrics.epsilon
+                else ""
+            )
         )
 
     pool = RayTrainerPool(trainer, spec.nodes, share=CpuShare())
@@ -266,6 +285,7 @@ def federate(
             central_eval=central,
             checkpoint_dir=spec.checkpoint_dir,
             on_round=register,
+            dp_delta=DP_DELTA,
         )
         history = coordinator.run()
     finally:
