@@ -18,13 +18,20 @@ hundred crops moves by a few points):
 - ``central_acc``, ``fedavg_acc``, ``fedprox_acc`` after R rounds / epochs, and
   ``fedavg_gap_pts`` = central - FedAvg in percentage points (target <= 3);
 - ``poisoned_fedavg_acc``, ``poisoned_median_acc``, ``poisoned_trimmed_acc``: 1 of
-  the 5 clients sends its update sign-flipped and scaled x4 (target: median and
-  trimmed within 5 points of clean FedAvg; FedAvg degrades); repeated on a
-  near-IID split (Dirichlet(100)) as ``iid_fedavg_acc`` and ``iid_poisoned_*_acc``,
-  because coordinate-wise median and trimmed mean also discard the honest but
-  atypical updates a class-skewed split produces; ``clean_median_acc`` and
-  ``clean_trimmed_acc`` (no attacker) separate the aggregator's own cost from
-  the attack's;
+  the 5 clients (``client-0``) sends its update sign-flipped and scaled x4 (target:
+  median and trimmed within 5 points of clean FedAvg; FedAvg degrades). Median and
+  trimmed mean run as configured for non-IID clients: nearest-neighbour mixing first
+  (``Median(pre="nnm")``, ``models.federated.robust``). ``honest_fedavg_acc`` is
+  FedAvg over the 4 honest clients alone: the most a rule that ignores the attacker can
+  reach, since the attacker's data is lost with it. ``clean_median_acc`` and
+  ``clean_trimmed_acc`` (no attacker) give the robust rules' own cost;
+- the other ways to make the robust rules hold, each with the same attacker:
+  ``poisoned_median_plain_acc`` and ``poisoned_trimmed_plain_acc`` (no pre-aggregation),
+  ``poisoned_median_bucketing_acc`` (buckets of 2), ``poisoned_median_norm_bound_acc``
+  (updates clipped to the median norm), ``poisoned_median_momentum_acc`` (server
+  momentum 0.5), ``poisoned_krum_acc`` and ``poisoned_multikrum_acc`` (Multi-Krum, mean
+  of the 3 best); and on a near-IID split (Dirichlet(100)) ``iid_fedavg_acc``,
+  ``iid_poisoned_median_acc``, ``iid_poisoned_trimmed_acc``;
 - ``live_p99_ratio_during_round``: a live perception stage (YOLOX-nano on ONNX
   Runtime, 1 thread, at 10 Hz; the MLP's ONNX export when the detector is absent)
   p99 latency while 2 trainer processes train with the trainers' bounded CPU share
@@ -32,7 +39,9 @@ hundred crops moves by a few points):
   (target <= 1.5); ``live_p99_ratio_unbounded`` is the same with trainers at full
   priority, for contrast. Absolute p99s are reported beside the 100 ms budget.
 
-Also the PNG of accuracy vs round for the three clean arms.
+Also the PNG of accuracy vs round for the three clean arms. The accuracy arms are
+deterministic (seeded) and independent, so they run two at a time in worker processes;
+the live arm runs alone after them.
 
 Run: ``python -m bench.federated`` (``--quick``: smaller data, fewer rounds).
 The last line printed is one JSON object; a full run writes
@@ -53,6 +62,9 @@ import multiprocessing  # noqa: E402
 import pathlib  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
+from typing import Any  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -66,13 +78,10 @@ from cluster.federated import (  # noqa: E402
 )
 from models.datasets import read_image_dataset  # noqa: E402
 from models.federated import (  # noqa: E402
-    FedAvg,
-    FedProx,
-    Median,
     MLPTrainer,
     PoisonedTrainer,
-    TrimmedMean,
     dirichlet_partition,
+    make_strategy,
     train_test_split,
 )
 from models.federated.numpy_mlp import features, score  # noqa: E402
@@ -112,23 +121,66 @@ def final(accuracies: list[float]) -> float:
     return float(np.mean(accuracies[-TAIL:]))
 
 
-def federated_arm(strategy, shards, test, cfg: RoundConfig, hidden, *, poisoned=False):
+@dataclass(frozen=True)
+class Arm:
+    """One accuracy arm: a strategy (or ``"central"``), its options, the split, the attacker."""
+
+    strategy: str
+    options: dict[str, Any] = field(default_factory=dict)
+    alpha: float = ALPHA
+    poisoned: bool = False
+    honest_only: bool = False  # leave the attacker's client out altogether
+
+
+#: How the robust strategies are configured for non-IID clients (``models.federated.robust``).
+ROBUST = {"pre": "nnm", "byzantine": 1}
+ARMS = {
+    "central": Arm("central"),
+    "fedavg": Arm("fedavg"),
+    "fedprox": Arm("fedprox", {"proximal_mu": 0.01}),
+    "poisoned_fedavg": Arm("fedavg", poisoned=True),
+    "poisoned_median": Arm("median", ROBUST, poisoned=True),
+    "poisoned_trimmed": Arm("trimmed", {"trim": 0.2, **ROBUST}, poisoned=True),
+    "honest_fedavg": Arm("fedavg", honest_only=True),
+    "clean_median": Arm("median", ROBUST),
+    "clean_trimmed": Arm("trimmed", {"trim": 0.2, **ROBUST}),
+    "poisoned_median_plain": Arm("median", poisoned=True),
+    "poisoned_trimmed_plain": Arm("trimmed", {"trim": 0.2}, poisoned=True),
+    "poisoned_median_bucketing": Arm("median", {"pre": "bucketing"}, poisoned=True),
+    "poisoned_median_norm_bound": Arm("median", {"pre": "norm-bound"}, poisoned=True),
+    "poisoned_median_momentum": Arm("median", {"server_momentum": 0.5}, poisoned=True),
+    "poisoned_krum": Arm("krum", poisoned=True),
+    "poisoned_multikrum": Arm("krum", {"select": 3}, poisoned=True),
+    "iid_fedavg": Arm("fedavg", alpha=IID_ALPHA),
+    "iid_poisoned_median": Arm("median", ROBUST, alpha=IID_ALPHA, poisoned=True),
+    "iid_poisoned_trimmed": Arm("trimmed", {"trim": 0.2, **ROBUST}, alpha=IID_ALPHA, poisoned=True),
+}
+
+
+#: The arms the accuracy-vs-round plot shows (their figures lead the JSON).
+CLEAN = ("central", "fedavg", "fedprox")
+
+
+def federated_arm(arm: Arm, shards, test, cfg: RoundConfig, hidden) -> list[float]:
+    """Central test accuracy per round of ``arm``'s strategy over the clients ``shards``."""
     trainers = {}
     for i, (train, held_out) in enumerate(shards):
+        if arm.honest_only and i == 0:
+            continue
         t = MLPTrainer(train, held_out, num_classes=CLASSES, hidden=hidden)
-        trainers[f"client-{i}"] = PoisonedTrainer(t, factor=-4.0) if poisoned and i == 0 else t
+        trainers[f"client-{i}"] = PoisonedTrainer(t, factor=-4.0) if arm.poisoned and i == 0 else t
     fx = features(test[0])
     history = Coordinator(
         LocalTrainerPool(trainers),
-        strategy,
+        make_strategy(arm.strategy, **arm.options),
         initial_weights=MLPTrainer(num_classes=CLASSES, hidden=hidden).get_weights(),
-        config=cfg,
+        config=replace(cfg, min_clients=len(trainers)),
         central_eval=lambda w: score(w, fx, test[1]),
     ).run()
-    return [m.central_accuracy for m in history], history
+    return [m.central_accuracy for m in history]
 
 
-def central_arm(shards, test, cfg: RoundConfig, hidden):
+def central_arm(shards, test, cfg: RoundConfig, hidden) -> list[float]:
     """The same model on the union of the clients' training data, one epoch per round."""
     X = np.concatenate([s[0][0] for s in shards])
     y = np.concatenate([s[0][1] for s in shards])
@@ -138,6 +190,31 @@ def central_arm(shards, test, cfg: RoundConfig, hidden):
         weights = trainer.fit(weights, cfg.client_config(r, {})).weights
         accs.append(trainer.evaluate(weights, {}).accuracy)
     return accs
+
+
+_DATA: dict[str, Any] = {}
+
+
+def _load_worker(per_class: int, test_per_class: int, cache: str) -> None:
+    """A worker's copy of the data set (read once per worker process)."""
+    _DATA["train"], _DATA["test"] = load_data(per_class, test_per_class, pathlib.Path(cache))
+
+
+def run_arm(arm: Arm, cfg: RoundConfig, hidden) -> list[float]:
+    """Accuracy per round of one arm, in a worker that holds the data set."""
+    shards = client_shards(*_DATA["train"], alpha=arm.alpha)
+    if arm.strategy == "central":
+        return central_arm(shards, _DATA["test"], cfg, hidden)
+    return federated_arm(arm, shards, _DATA["test"], cfg, hidden)
+
+
+def accuracy_arms(data_args: tuple, cfg: RoundConfig, hidden) -> dict[str, list[float]]:
+    """Every arm of ``ARMS``, two at a time in worker processes (each has 1 BLAS thread)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_load_worker,
+                             initargs=data_args) as pool:  # fmt: skip
+        futures = {name: pool.submit(run_arm, arm, cfg, hidden) for name, arm in ARMS.items()}
+        return {name: f.result() for name, f in futures.items()}
 
 
 # -- live pipeline beside training ---------------------------------------------------------------
@@ -243,28 +320,12 @@ def main(argv: list[str] | None = None) -> dict:
     per_class, test_per_class, rounds, hidden, frames = (
         (30, 8, 40, (64,), 100) if args.quick else (100, 25, 60, (128,), 300)
     )
-    train, test = load_data(per_class, test_per_class, pathlib.Path(args.cache))
+    train, test = load_data(per_class, test_per_class, pathlib.Path(args.cache))  # cached
     shards = client_shards(*train)
     cfg = RoundConfig(rounds=rounds, min_clients=CLIENTS, epochs=1, lr=0.1, batch_size=16)
-
-    central = central_arm(shards, test, cfg, hidden)
-    fedavg, _ = federated_arm(FedAvg(), shards, test, cfg, hidden)
-    fedprox, _ = federated_arm(FedProx(proximal_mu=0.01), shards, test, cfg, hidden)
-    robust = {"fedavg": FedAvg, "median": Median, "trimmed": lambda: TrimmedMean(trim=0.2)}
-    poisoned = {
-        name: final(federated_arm(make(), shards, test, cfg, hidden, poisoned=True)[0])
-        for name, make in robust.items()
-    }
-    clean_robust = {
-        name: final(federated_arm(robust[name](), shards, test, cfg, hidden)[0])
-        for name in ("median", "trimmed")
-    }
-    iid = client_shards(*train, alpha=IID_ALPHA)
-    clean_iid = final(federated_arm(FedAvg(), iid, test, cfg, hidden)[0])
-    poisoned_iid = {
-        name: final(federated_arm(make(), iid, test, cfg, hidden, poisoned=True)[0])
-        for name, make in robust.items()
-    }
+    curves = accuracy_arms((per_class, test_per_class, args.cache), cfg, hidden)
+    acc = {name: final(accs) for name, accs in curves.items()}
+    central, fedavg, fedprox = curves["central"], curves["fedavg"], curves["fedprox"]
     live = live_arm(shards, hidden, frames=frames)
 
     suffix = ".quick" if args.quick else ""
@@ -276,22 +337,21 @@ def main(argv: list[str] | None = None) -> dict:
         f"sign crops, {CLIENTS} clients, Dirichlet({ALPHA}), MLP {hidden}",
     )
     figures = {
-        "central_acc": final(central),
-        "fedavg_acc": final(fedavg),
-        "fedprox_acc": final(fedprox),
-        "fedavg_gap_pts": 100 * (final(central) - final(fedavg)),
-        "poisoned_fedavg_acc": poisoned["fedavg"],
-        "poisoned_median_acc": poisoned["median"],
-        "poisoned_trimmed_acc": poisoned["trimmed"],
-        "clean_median_acc": clean_robust["median"],
-        "clean_trimmed_acc": clean_robust["trimmed"],
-        "iid_fedavg_acc": clean_iid,
-        **{f"iid_poisoned_{k}_acc": v for k, v in poisoned_iid.items()},
+        "central_acc": acc["central"],
+        "fedavg_acc": acc["fedavg"],
+        "fedprox_acc": acc["fedprox"],
+        "fedavg_gap_pts": 100 * (acc["central"] - acc["fedavg"]),
+        **{f"{name}_acc": acc[name] for name in ARMS if name not in CLEAN},
+        "poisoned_median_gap_pts": 100 * (acc["fedavg"] - acc["poisoned_median"]),
+        "poisoned_trimmed_gap_pts": 100 * (acc["fedavg"] - acc["poisoned_trimmed"]),
+        "robust_pre_aggregation": ROBUST,
         **live,
         "live_p99_budget_ms": 100.0,
         "central_acc_per_round": central,
         "fedavg_acc_per_round": fedavg,
         "fedprox_acc_per_round": fedprox,
+        "poisoned_median_acc_per_round": curves["poisoned_median"],
+        "poisoned_median_plain_acc_per_round": curves["poisoned_median_plain"],
         "rounds": rounds,
         "local_epochs": 1,
         "clients": CLIENTS,
