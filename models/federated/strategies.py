@@ -205,13 +205,17 @@ class RobustStrategy(StrategyBase):
     """Base of the rules that need each client's update: median, trimmed mean, Krum.
 
     Each round the clients' updates (their weights minus the global weights) are
-    stacked as rows; the optional pre-aggregation step ``pre`` (``robust``:
-    ``"nnm"``, ``"bucketing"``, ``"norm-bound"``; ``byzantine``, ``bucket_size``
-    and ``seed`` are its options) reshapes them; ``combine`` turns the rows into
-    one update; with ``server_momentum`` > 0 the step is the momentum of those
-    updates (FedAvgM, Hsu et al., 2019) instead of the update itself.
+    stacked as rows; the optional pre-aggregation step ``pre`` (one of
+    ``models.federated.robust``: ``"nnm"``, ``"bucketing"``, ``"norm-bound"``;
+    ``byzantine``, ``bucket_size`` and ``seed`` are its options) reshapes them;
+    ``combine`` turns the rows into one update, which is added to the global
+    weights at server learning rate 1; with ``server_momentum`` > 0 the step is
+    the momentum of those updates (FedAvgM, Hsu et al., 2019) instead.
     Sample counts do not enter: a client claiming many samples must not buy
-    itself more weight.
+    itself more weight. On class-skewed (non-IID) clients use ``pre="nnm"``:
+    in ``bench.federated`` it is what keeps median and trimmed mean within 5
+    points of clean FedAvg with one attacker in five (bucketing, norm bounding
+    and server momentum do not).
     """
 
     name = "robust"
