@@ -19,10 +19,11 @@ Why this shape (real time on a 2-core fleet): a Ray hop between actors costs ~2-
 CPU here, and SUMO plus every operator needs only ~2.5 ms per simulated second of the
 3x3 grid. One message per intersection through four actors was ~40 hops per simulated
 second, which capped the loop below 10 simulated seconds per wall second and queued the
-decisions for seconds. Now a step costs one reading message per unit (3), its
-operators run chained in the unit's replica (0 hops inside), the commands of a unit's
-junctions return as one message, and the hub hears only summaries, alerts, dashboard
-rows and the status line. The structure stays the issue's: the estimator and controller
+decisions for seconds. Now a step of 1 simulated second costs about 9 hops: one reading
+message per unit (3), no hop inside a unit (its operators run chained in its replica),
+one command message per unit that changed or renewed a command (~2), a dashboard row
+per command (~2.5) and the status line; summaries, plans and alerts come every tens of
+seconds. The structure stays the issue's: the estimator and controller
 of a junction run on the roadside node named for it, coordination and dashboard on the
 hub, commands over a feedback edge, the simulation clock as event time.
 

@@ -4,10 +4,10 @@ Each poll advances SUMO by ``step_s`` and emits what the roadside units would se
 stamped with the simulation clock as event time: one message per roadside unit and step
 carrying the readings of every junction it serves (``junctions``), since on an edge
 fleet each Ray hop costs milliseconds of CPU and a unit's junctions travel together
-anyway. Signal commands come back on the
-``commands`` input (a feedback edge) and act through TraCI; an intersection whose
-controller falls silent for ``command_timeout_s`` simulated seconds returns to SUMO's
-own fixed-time program (the safe default) and raises a ``controller_lost`` alert.
+anyway. Signal commands come back on the ``commands`` input (a feedback edge) and act
+through TraCI; an intersection whose controller falls silent for ``command_timeout_s``
+simulated seconds returns to SUMO's own fixed-time program (the safe default) and raises
+a ``controller_lost`` alert.
 Injected incidents (a vehicle stopped on an approach lane) and pollution episodes are
 the scenario's ground truth, carried in ``truth`` for evaluation only.
 """
@@ -73,14 +73,15 @@ class Layout:
 
 
 class SumoCity(Source):
-    """Steps a SUMO city and emits per-intersection sensor readings; applies signal commands.
+    """Steps a SUMO city and emits each roadside unit's sensor readings; applies signal commands.
 
     Inputs:
       ``commands``: ``{"intersection", "phase", "mode"}``, each a scalar (one junction) or
       an array of equal length (a roadside unit's junctions at once); ``phase`` is an
       index into the reading's ``green_phases``; ``mode`` is ``"adaptive"``, ``"clearance"``
       (both take over the junction) or ``"fixed"`` (SUMO's own program runs). A junction
-      the city does not have is a ``CityError`` (the runtime dead-letters the message).
+      the city does not have is ``UnknownIntersection`` (the runtime dead-letters the
+      message; none of its commands is applied).
     Outputs:
       ``readings``: per roadside unit and step: ``unit``, ``t_s`` and ``junctions``, which
       maps each junction the unit serves to its reading: ``intersection``, ``unit``,
