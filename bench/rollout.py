@@ -18,7 +18,11 @@ Figures, each against a peer measured in the same run:
   second half of the time before it began (steady state). Target <= 2. Beside
   it, the same ratio for the frames ingested while replicas were starting
   (``Start``: a new process loads and warms its model) and while slots
-  switched (``Switch``), to tell the two costs apart.
+  switched (``Switch``), to tell the two costs apart. Each batch of the
+  rolling upgrade is verified on 10 frames of its own before the next starts.
+  ``other_load_cores_steady`` / ``..._during_upgrade``: cores that processes
+  outside the benchmark kept busy in each window (``OtherLoad``); on a shared
+  machine a ratio means little where these differ or come near the free cores.
 - ``canary_rolled_back``: the canary of ``det@3`` ended ``rolled-back``.
 - ``upgrade_s_by_replicas`` and ``upgrade_s_per_replica_ratio``: seconds to
   roll N replicas (batch 1), for N = 1.. nodes; the ratio of seconds per
@@ -283,6 +287,70 @@ def _wait_progress(actor, n: int, timeout_s: float = 120) -> None:
         time.sleep(PROGRESS_POLL_S)
 
 
+# -- the machine's load from elsewhere ------------------------------------------------------------
+class OtherLoad:
+    """How many cores processes outside this benchmark kept busy, window by window.
+
+    The stream's latency depends on the CPU left to it: on a shared machine a
+    window in which other work ran says less. Every ``period_s`` a thread reads
+    the machine's busy CPU time (``/proc/stat``) and that of this process and its
+    descendants (the Ray nodes and workers it started); ``cores(t0, t1)`` is the
+    rest, per second of the window (Linux only; ``None`` elsewhere).
+    """
+
+    def __init__(self, period_s: float = 0.25) -> None:
+        self.samples: list[tuple[float, float]] = []  # (wall time, others' CPU s so far)
+        self._own: dict[int, float] = {}
+        self._others, self._last_busy = 0.0, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period_s,), daemon=True)
+
+    def __enter__(self) -> OtherLoad:
+        if Path("/proc/stat").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def cores(self, t0: float, t1: float) -> float | None:
+        inside = [(t, c) for t, c in self.samples if t0 <= t <= t1]
+        if len(inside) < 2:
+            return None
+        (ta, ca), (tb, cb) = inside[0], inside[-1]
+        return round((cb - ca) / (tb - ta), 2)
+
+    def _run(self, period_s: float) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.wait(period_s):
+            cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            busy = (sum(cpu[:8]) - cpu[3] - cpu[4]) / tick  # all but idle and iowait
+            own = _descendants_cpu(os.getpid(), tick)
+            grown = sum(c - self._own.get(pid, 0.0) for pid, c in own.items())
+            if self._last_busy is not None:
+                self._others += max(0.0, busy - self._last_busy - grown)
+            self._own, self._last_busy = own, busy
+            self.samples.append((time.time(), self._others))
+
+
+def _descendants_cpu(root: int, tick: int) -> dict[int, float]:
+    """CPU seconds (user + system) of ``root`` and every process below it, by pid."""
+    parent, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # it ended while we looked
+                continue
+            parent[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        frontier = [p for p, pp in parent.items() if pp in frontier and p not in tree]
+        tree.update(frontier)
+    return {p: cpu[p] for p in tree if p in cpu}
+
+
 # -- the benchmark --------------------------------------------------------------------------------
 def _ratio(latencies: list[float], steady_p99: float) -> float | None:
     return round(float(np.percentile(latencies, 99) / steady_p99), 2) if latencies else None
@@ -321,8 +389,9 @@ def main() -> None:
             pipeline = camera_pipeline(name, registry, on, rate_hz=rate)
             return run_rollout(pipeline, request, before=before, after=after)
 
-        rolling = scenario("bench-rolling", RolloutRequest(
-            operator="detector", model="det@2", strategy="rolling", min_frames=10))  # fmt: skip
+        with OtherLoad() as others:
+            rolling = scenario("bench-rolling", RolloutRequest(
+                operator="detector", model="det@2", strategy="rolling", min_frames=10))  # fmt: skip
         began, ended = rolling.window_ns
         first = min(m.ingest_ts for m, _ in rolling.received)
         steady = rolling.latency_ms((first + began) // 2, began)
@@ -362,6 +431,8 @@ def main() -> None:
             "p99_ratio_while_starting": _ratio(starting, p99_steady),
             "p99_ratio_while_switching": _ratio(switching, p99_steady),
             "frames_while_switching": len(switching),
+            "other_load_cores_steady": others.cores((first + began) / 2e9, began / 1e9),
+            "other_load_cores_during_upgrade": others.cores(began / 1e9, ended / 1e9),
             "upgrade_s_by_replicas": upgrade_s,
             "upgrade_s_per_replica_ratio": round((upgrade_s[n_nodes] / n_nodes) / upgrade_s[1], 2),
         }

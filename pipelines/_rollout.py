@@ -419,17 +419,21 @@ class RayExecutor:
     # -- the Executor interface ------------------------------------------------------
     def observe(self) -> Observed:
         with self.ctl.lock:
-            slots = list(self.ctl.slots[self.op])
-            by_version: dict[str, list[str]] = {}
-            for s in slots:
-                for version, actor in s.actors.items():
-                    by_version.setdefault(version, []).append(actor)
-            seen = tuple(
-                Slot(str(s.index), s.node, s.active, frozenset(set(s.actors) - {s.active}),
-                     s.since_ns)
-                for s in slots
-            )  # fmt: skip
-        metrics = {v: self._metrics(actors) for v, actors in by_version.items()}
+            slots = [(s.index, s.node, s.active, dict(s.actors), s.since_ns)
+                     for s in self.ctl.slots[self.op]]  # fmt: skip
+        actors = [a for *_, replicas, _ in slots for a in replicas.values()]
+        figures = self._get([self._handle(a).rollout_stats.remote() for a in actors])
+        counted = {a: self._since_start(a, f) for a, f in zip(actors, figures, strict=True)}
+        seen = tuple(
+            Slot(str(index), node, active, frozenset(set(replicas) - {active}), since,
+                 counted[replicas[active]]["frames"])
+            for index, node, active, replicas, since in slots
+        )  # fmt: skip
+        by_version: dict[str, list[dict[str, Any]]] = {}
+        for *_, replicas, _ in slots:
+            for version, actor in replicas.items():
+                by_version.setdefault(version, []).append(counted[actor])
+        metrics = {v: _version_metrics(f) for v, f in by_version.items()}
         with self.ctl.lock:  # live in ``status()``: the versions side by side
             self.record["metrics"] = {v: asdict(m) for v, m in metrics.items()}
         return Observed(self.baseline, self.candidate, seen, metrics, self.started_ns, self.keyed)
@@ -537,22 +541,12 @@ class RayExecutor:
                 if s.index in replicas:
                     s.actors.pop(replicas[s.index][1], None)
 
-    def _metrics(self, actors: list[str]) -> VersionMetrics:
-        """One version's figures over its replicas ``actors``, since the rollout began."""
-        figures = self._get([self._handle(a).rollout_stats.remote() for a in actors])
-        recent = [ms for f in figures for ms in f["recent_ms"]]
-
-        def total(key: str) -> Any:
-            return sum(f[key] - self.offsets.get(a, {}).get(key, 0)
-                       for a, f in zip(actors, figures, strict=True))  # fmt: skip
-
-        n = total("quality_n")
-        return VersionMetrics(
-            frames=total("frames"),
-            errors=total("errors"),
-            p99_ms=float(np.percentile(recent, 99)) if recent else None,
-            quality=total("quality_sum") / n if n else None,
-        )
+    def _since_start(self, actor: str, figures: dict[str, Any]) -> dict[str, Any]:
+        """A replica's ``rollout_stats`` counted from the rollout's start (its counters run
+        from its own start), so every version is measured over the same period."""
+        offset = self.offsets.get(actor, {})
+        counters = ("frames", "errors", "quality_sum", "quality_n")
+        return figures | {k: figures[k] - offset.get(k, 0) for k in counters}
 
     def _slots(self, ids: tuple[str, ...]) -> list[_Slot]:
         with self.ctl.lock:
@@ -574,6 +568,18 @@ class RayExecutor:
     @staticmethod
     def _get(refs: list[Any], timeout: float | None = None) -> list[Any]:
         return ray.get(refs, timeout=timeout)
+
+
+def _version_metrics(figures: list[dict[str, Any]]) -> VersionMetrics:
+    """One version's figures over its replicas' ``rollout_stats`` (counted from the start)."""
+    recent = [ms for f in figures for ms in f["recent_ms"]]
+    n = sum(f["quality_n"] for f in figures)
+    return VersionMetrics(
+        frames=sum(f["frames"] for f in figures),
+        errors=sum(f["errors"] for f in figures),
+        p99_ms=float(np.percentile(recent, 99)) if recent else None,
+        quality=sum(f["quality_sum"] for f in figures) / n if n else None,
+    )
 
 
 def _version_of(slot: _Slot, actor: str) -> str:

@@ -1,8 +1,12 @@
-"""``Rolling``: move ``batch`` slots at a time, verify each batch for ``interval_ns``.
+"""``Rolling``: move ``batch`` slots at a time, verify each batch before the next.
 
 Slots move in node order, so one node's replicas move together (a fleet-wide
 update goes node by node). Each new replica retires the one it replaces; a
-batch that breaches the gate rolls every moved slot back.
+batch that breaches the gate rolls every moved slot back. A batch is verified
+when ``interval_ns`` has passed since it switched and its own replicas have
+processed the gate's ``min_frames`` (the candidate's earlier batches do not
+count for it), so the next batch starts only once this one serves; a slot that
+gets no traffic holds the rollout until ``min_frames=0``.
 
 >>> from cluster.rollout._state import Observed, Slot
 >>> clock = lambda: 0
@@ -43,11 +47,15 @@ class Rolling:
                     Switch(back, seen.baseline),
                     Finish("rolled-back", verdict.reason),
                 ]
-            settled_at = max(s.since_ns for s in moved) + self.interval_ns
-            if self.now() < settled_at:
+            latest = max(s.since_ns for s in moved)
+            if self.now() < latest + self.interval_ns:
                 return [Wait("verifying the last batch")]
             if not isinstance(verdict, Promote):
                 return [Wait(f"verifying the last batch: {verdict.reason}")]
+            frames = sum(s.frames for s in moved if s.since_ns == latest)
+            if frames < self.gate.min_frames:
+                return [Wait(f"verifying the last batch: {frames} of its "
+                             f"{self.gate.min_frames} frames seen")]  # fmt: skip
         if not left:
             return [Finish("completed", f"{len(moved)} replicas on {seen.candidate}")]
         batch = tuple(s.slot for s in sorted(left, key=lambda s: (s.node, s.slot))[: self.batch])

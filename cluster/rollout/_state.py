@@ -20,6 +20,9 @@ class Slot:
     warm: frozenset[str] = frozenset()
     #: Clock time (ns) at which ``active`` last changed (the rollout's start if never).
     since_ns: int = 0
+    #: Frames the active replica processed since the rollout began (a replica the rollout
+    #: started: since it took the slot over).
+    frames: int = 0
 
 
 @dataclass(frozen=True)

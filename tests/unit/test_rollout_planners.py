@@ -54,9 +54,11 @@ class FakeExecutor:
         versions = {s.active for s in self.slots.values()} | {
             v for s in self.slots.values() for v in s.warm
         }
+        # each slot's active replica processes one frame a second from when it took over
+        slots = tuple(replace(s, frames=(self.clock() - s.since_ns) // S)
+                      for s in self.slots.values())  # fmt: skip
         return Observed(
-            OLD, NEW, tuple(self.slots.values()), {v: self.metrics(v) for v in versions},
-            keyed=self.keyed,
+            OLD, NEW, slots, {v: self.metrics(v) for v in versions}, keyed=self.keyed
         )  # fmt: skip
 
     def start(self, action: Start) -> None:
@@ -119,6 +121,15 @@ def test_rolling_waits_until_the_batch_has_seen_enough_frames():
 
     first, second = (t for t, a in ex.log if isinstance(a, Switch))
     assert second - first >= 5 * S
+
+
+def test_rolling_verifies_each_batch_on_its_own_frames_before_the_next_starts():
+    clock = FakeClock()
+    ex = FakeExecutor(clock, ["n1", "n2", "n3"])  # the candidate's total passes at once (500)
+    run(Rolling(now=clock, gate=Gate(min_frames=5)), ex, clock)
+
+    times = [t for t, a in ex.log if isinstance(a, Switch)]
+    assert len(times) == 3 and all(b - a >= 5 * S for a, b in itertools.pairwise(times))
 
 
 def test_rolling_rolls_every_moved_slot_back_when_the_batch_breaches_the_gate():
