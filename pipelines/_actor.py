@@ -28,6 +28,7 @@ has drained and handed its state over (``handover`` -> ``resume``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from models import ModelResolver
 from operators import Context, EndOfStream, Message, Operator
@@ -72,6 +73,8 @@ class RunConfig:
     unplaceable: frozenset[str] = frozenset()
     #: operator -> its replicas' version label (``cluster.rollout.ReplicaVersion``)
     versions: Mapping[str, str] = field(default_factory=dict)
+    #: a consumer Ray cannot bring back within this long is treated as unplaceable
+    restart_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -214,9 +217,14 @@ class OperatorActor:
             for link in links.values():
                 await link.drained()
 
-    async def finish(self) -> dict[str, Any]:
-        """Flush a sink, release the operator, and report this replica's figures."""
-        await self.drain()
+    async def finish(self, drain_s: float | None = None) -> dict[str, Any]:
+        """Flush a sink, release the operator, and report this replica's figures.
+
+        Waits at most ``drain_s`` for the outgoing links to settle (a consumer may be on a
+        node that is gone); what is still unsettled then is reported as in flight.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), drain_s)
         if self.role == "sink" and hasattr(self.host.op, "flush"):
             await self.loop.run_in_executor(self.pool, self.host.op.flush)
         stats = self.stats()
@@ -386,6 +394,8 @@ class OperatorActor:
             )
 
         return Link(edge, push, retryable=(RayActorError,), now=self.now,
+                    restarting=(ActorUnavailableError,),
+                    give_up_s=self.config.restart_timeout_s,
                     event_time=self.config.event_time, on_change=self._gauge,
                     on_drop=self._dropped)  # fmt: skip
 
@@ -561,8 +571,9 @@ class OperatorActor:
             if actor not in self.config.unplaceable
         }
         answers = await asyncio.gather(
-            *(self._handle(a).eos_delivered_to.remote(self.actor) for a in producers)
-        )
+            *(self._ask(lambda a=a: self._handle(a).eos_delivered_to.remote(self.actor), [])
+              for a in producers)
+        )  # fmt: skip
         for pairs in answers:
             self.eos_seen.update(tuple(p) for p in pairs)
         expected = self.plan.expected_eos.get(self.slot, {})
@@ -570,6 +581,20 @@ class OperatorActor:
             if sum(1 for s, *_ in self.eos_seen if s == source) == n:
                 self._forward_eos(source)  # consumers count each producer's end once
         self._check_done()
+
+    async def _ask(self, call, otherwise: Any) -> Any:
+        """``await call()``, again with a growing pause while its actor is restarting (as
+        after a lost node); ``otherwise`` once that took longer than ``restart_timeout_s``."""
+        deadline = time.monotonic() + self.config.restart_timeout_s
+        pause = 0.01
+        while True:
+            try:
+                return await call()
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    return otherwise
+                await asyncio.sleep(pause)  # no event tells when Ray has it back
+                pause = min(2 * pause, 1.0)
 
     async def _source_loop(self) -> None:
         period = round(1e9 / self.spec.rate_hz) if self.spec.rate_hz else 0

@@ -9,6 +9,11 @@ When the queue is full the edge's policy decides: wait (``block``, which is how
 back-pressure reaches the sources), or evict. The link keeps every message
 until it is acknowledged and pushes it again when the consumer died and came
 back, so delivery is at-least-once; it keeps the per-edge accounting.
+A consumer that Ray is restarting (its node went away) is pushed to again with
+a growing pause; one that stays unavailable for longer than ``give_up_s`` is
+treated as unplaceable (its messages are dropped as ``unplaceable``, so a
+blocked producer moves on) until a push reaches it again; an end of stream keeps
+waiting for it.
 
 The push itself is injected (a Ray actor call in the runtime), so the link is
 plain asyncio and tests drive it without Ray.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -35,6 +41,8 @@ Push = Callable[[Message | EndOfStream, int, int], Awaitable[str]]
 _EOS_RANK = 1 << 30
 #: Pushes of one message to a consumer that keeps dying before it is counted lost.
 MAX_RESENDS = 50
+#: Pause before pushing again to a consumer that failed: doubling from the first to the second.
+RESEND_BACKOFF_S = (0.01, 1.0)
 
 
 @dataclass(order=True)
@@ -53,13 +61,22 @@ class Link:
         *,
         retryable: tuple[type[BaseException], ...],
         now: Callable[[], int],
+        restarting: tuple[type[BaseException], ...] = (),
+        give_up_s: float = 30.0,
+        backoff_s: tuple[float, float] = RESEND_BACKOFF_S,
+        monotonic: Callable[[], float] = time.monotonic,
         event_time: bool = False,
         on_change: Callable[[Link], None] = lambda link: None,
         on_drop: Callable[[Link, str], None] = lambda link, reason: None,
     ) -> None:
         self.edge = edge
         self.push = push
-        self.retryable = retryable
+        self.retryable = retryable  # the consumer died: push again, at most MAX_RESENDS times
+        self.restarting = restarting  # it is coming back: push again for up to give_up_s
+        self.give_up_s = give_up_s
+        self.backoff_s = backoff_s
+        self.monotonic = monotonic
+        self.unavailable_since: float | None = None
         self.now = now
         self.event_time = event_time
         self.on_change = on_change
@@ -186,14 +203,25 @@ class Link:
 
     async def _deliver(self, entry: _Entry, seq: int) -> None:
         status, answered = "dropped:lost-consumer", False
-        for attempt in range(MAX_RESENDS):
+        for attempt in count(1):
             try:
                 status = await self.push(entry.item, seq, min(self.pushing))
-                answered = True
+                answered, self.unavailable_since = True, None
                 break
+            except self.restarting:
+                now = self.monotonic()
+                self.unavailable_since = self.unavailable_since or now
+                late = now - self.unavailable_since > self.give_up_s
+                if late and isinstance(entry.item, Message):  # an end of stream waits on
+                    status = "dropped:unplaceable"
+                    break
             except self.retryable:
-                if isinstance(entry.item, Message) and attempt + 1 < MAX_RESENDS:
-                    self.resent += 1
+                if attempt >= MAX_RESENDS:
+                    break
+            if isinstance(entry.item, Message):
+                self.resent += 1
+            low, high = self.backoff_s
+            await asyncio.sleep(min(high, low * 2 ** (attempt - 1)))  # let it come back
         del self.pushing[seq]
         if isinstance(entry.item, EndOfStream):
             if status == "delivered":

@@ -18,6 +18,7 @@ still count in the summary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -107,6 +108,7 @@ class Runtime:
         self.unplaceable: list[str] = []
         self._stop = threading.Event()
         self._stopped_by = "end-of-stream"
+        self._drain_timed_out = False
         self._started = 0.0
 
     # -- control --------------------------------------------------------------------
@@ -123,7 +125,10 @@ class Runtime:
         plan = make_plan(self.p)
         versions = {s.name: ReplicaVersion.of(s.operator).label for s in self.p.specs.values()}
         config = RunConfig(
-            namespace=self.namespace, event_time=self.p.time == "event", versions=versions
+            namespace=self.namespace,
+            event_time=self.p.time == "event",
+            versions=versions,
+            restart_timeout_s=self.placement_timeout_s,
         )
         remote = ray.remote(OperatorActor)
         for spec in self.p.specs.values():
@@ -179,22 +184,33 @@ class Runtime:
         return self._summary(stats, duration)
 
     def _finish_each(self, live: dict[str, Any]) -> list[dict]:
-        """Every actor's ``finish()``, within ``drain_timeout_s`` in all. An actor that Ray is
-        restarting (its node went away) is asked again once it is back, since the call never
-        reached it; ``GetTimeoutError`` at the deadline."""
+        """Every actor's ``finish()``, within ``drain_timeout_s`` in all.
+
+        An actor that Ray is restarting (its node went away) is asked again once it is
+        back, since the call never reached it; one that is not running at the deadline
+        is reported unplaceable (its own figures are lost with it; its producers' links
+        account for what they sent it). ``GetTimeoutError`` when a running actor does
+        not finish in time.
+        """
         deadline = time.monotonic() + self.drain_timeout_s
+        # after a drain that timed out, what is unsettled now stays so: report it at once
+        drain_s = 0.0 if self._drain_timed_out else self.drain_timeout_s / 2
         pending, stats = dict(live), []
         while pending:
-            calls = {name: actor.finish.remote() for name, actor in pending.items()}
+            calls = {name: actor.finish.remote(drain_s) for name, actor in pending.items()}
             for name, ref in calls.items():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ray.exceptions.GetTimeoutError(f"{name} did not finish in time")
                 try:
-                    stats.append(ray.get(ref, timeout=left))
+                    stats.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
                     del pending[name]
-                except ray.exceptions.ActorUnavailableError:
-                    continue  # restarting: asked again in the next pass
+                except ray.exceptions.RayActorError:
+                    continue  # died or restarting: asked again in the next pass
+                except ray.exceptions.GetTimeoutError:
+                    if _running(pending[name]):
+                        raise
+            if pending and time.monotonic() >= deadline:
+                log.error("%s did not come back before the end of the run", ", ".join(pending))
+                self.unplaceable += sorted(pending)
+                break
             if pending:  # wait for the restarts Ray is doing (no event to wait on)
                 time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
         return stats
@@ -207,8 +223,9 @@ class Runtime:
             self.controller = None
 
     def _start_controller(self, config: RunConfig) -> None:
-        # on the driver's node: an edge node may leave mid-run, taking the controller with it
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        # on the driver's node, and only there: an edge node may leave mid-run, and a soft
+        # affinity lets Ray put a zero-CPU actor on any node (seen on a local fleet)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         options = {"name": controller_name(self.p.name), "namespace": ROLLOUT_NAMESPACE,
                    "num_cpus": 0, "max_concurrency": 16,
                    "scheduling_strategy": here}  # fmt: skip
@@ -279,34 +296,49 @@ class Runtime:
         )
 
     def wait(self, timeout_s: float | None = None) -> None:
-        """Block until the run ends by end-of-stream, a stop, or ``timeout_s``."""
+        """Block until the run ends by end-of-stream, a stop, or ``timeout_s``.
+
+        A replica Ray is restarting (its node went away) answers nothing until it is
+        back: what the driver asks of it (its end, the stop) is asked again then.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         live = self._live()
         roles = {n: self.p.specs[_op(n)].role for n in live}
-        sinks = [a for n, a in live.items() if roles[n] == "sink"]
-        sources = [a for n, a in live.items() if roles[n] == "source"]
+        sinks = {n: a for n, a in live.items() if roles[n] == "sink"}
+        sources = {n: a for n, a in live.items() if roles[n] == "source"}
 
-        def ask(actor, role: str):  # the end of a run: every sink done, every source ended
-            call = actor.wait_done if role == "sink" else actor.wait_source_ended
-            return call.remote(), (actor, role)
+        def ask(name: str) -> tuple[ray.ObjectRef, str]:  # every sink done, every source ended
+            actor = live[name]
+            call = actor.wait_done if roles[name] == "sink" else actor.wait_source_ended
+            return call.remote(), name
 
-        waiting = dict(ask(a, "sink") for a in sinks) | dict(ask(a, "source") for a in sources)
+        waiting = dict(ask(n) for n in [*sinks, *sources])
+        unanswered: set[str] = set()  # asked while restarting: ask again at the next poll
+        to_stop: set[str] = set()  # told to stop while restarting: tell again
         stop_sent, drain_deadline = False, float("inf")
-        while waiting:
-            done, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=POLL_S)
+        while waiting or unanswered:
+            if waiting:
+                done, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=POLL_S)
+            else:  # only replicas Ray is restarting: nothing to wait on but the next poll
+                done = []
+                time.sleep(POLL_S)
+            waiting |= dict(ask(n) for n in unanswered)  # asked again a poll later
+            unanswered.clear()
             for ref in done:
-                actor, role = waiting.pop(ref)
+                name = waiting.pop(ref)
                 try:
                     ray.get(ref)
-                except ray.exceptions.RayActorError:  # restarted: ask again
-                    ref, who = ask(actor, role)
-                    waiting[ref] = who
+                except ray.exceptions.RayActorError:  # died or restarting: it forgot the stop
+                    unanswered.add(name)
+                    if stop_sent:
+                        to_stop.add(name)
             if deadline is not None and time.monotonic() > deadline:
                 self.stop(f"timeout ({timeout_s} s)")
             if self._stop.is_set() and not stop_sent:
                 stop_sent = True
                 drain_deadline = time.monotonic() + self.drain_timeout_s
-                ray.get([a.stop.remote() for a in self._live().values()])
+                to_stop = set(self._live())
+            to_stop = self._tell_stop(to_stop)
             if stop_sent and time.monotonic() > drain_deadline:
                 log.error(
                     "%s did not drain within %.0f s of the stop; finishing without it",
@@ -314,9 +346,24 @@ class Runtime:
                     self.drain_timeout_s,
                 )
                 self._stopped_by += " (drain timed out)"
+                self._drain_timed_out = True
                 return
             if self.on_progress is not None and sinks:
-                self.on_progress(sum(ray.get([a.progress.remote() for a in sinks])))
+                self.on_progress(sum(_answers([a.progress.remote() for a in sinks.values()])))
+
+    def _tell_stop(self, names: set[str]) -> set[str]:
+        """Send ``stop`` to these replicas; the names of those that could not take it."""
+        if not names:
+            return set()
+        live = self._live()
+        calls = {live[n].stop.remote(): n for n in names if n in live}
+        failed = set()
+        for ref, name in calls.items():
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:  # restarting: told again at the next poll
+                failed.add(name)
+        return failed
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -366,6 +413,24 @@ class Runtime:
                 for actor, info in self.placed.items()
             },
         )
+
+
+def _running(actor, timeout_s: float = 2.0) -> bool:
+    """Whether ``actor`` answers at all (Ray may be waiting for a node to restart it on)."""
+    try:
+        ray.get(actor.ready.remote(), timeout=timeout_s)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
+    return True
+
+
+def _answers(refs: list[ray.ObjectRef]) -> list[Any]:
+    """The values of ``refs`` whose actor answered (one Ray is restarting does not)."""
+    values = []
+    for ref in refs:
+        with contextlib.suppress(ray.exceptions.RayActorError):
+            values.append(ray.get(ref))
+    return values
 
 
 def _op(actor: str) -> str:

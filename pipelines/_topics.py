@@ -12,7 +12,7 @@ from itertools import count
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from operators import EndOfStream, Message
 from pipelines._channel import Link
@@ -54,7 +54,10 @@ class TopicBroker:
             sender = f"topic:{self.topic}"
             return await handle.push.remote(edge.name, port, item, sender, seq, low)
 
-        return Link(edge, push, retryable=(RayActorError,), now=time.time_ns)
+        return Link(
+            edge, push, retryable=(RayActorError,), restarting=(ActorUnavailableError,),
+            now=time.time_ns,
+        )  # fmt: skip
 
     async def push(
         self, edge: str, port: str, item: Message | EndOfStream, sender: str, seq: int, low: int

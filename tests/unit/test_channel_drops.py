@@ -13,7 +13,11 @@ class Gone(Exception):
     """Stands for a consumer that died (``RayActorError`` in the runtime)."""
 
 
-def _link(answer, drops: list[str], **edge) -> Link:
+class Restarting(Gone):
+    """Stands for a consumer Ray is restarting (``ActorUnavailableError``)."""
+
+
+def _link(answer, drops: list[str], clock=lambda: 0.0, **edge) -> Link:
     async def push(item, seq, low):
         return await answer(item)
 
@@ -21,6 +25,10 @@ def _link(answer, drops: list[str], **edge) -> Link:
         Edge("a", "out", "b", "in", **edge),
         push,
         retryable=(Gone,),
+        restarting=(Restarting,),
+        give_up_s=30.0,
+        backoff_s=(0.0, 0.0),
+        monotonic=clock,
         now=lambda: 0,
         on_drop=lambda link, reason: drops.append(reason),
     )
@@ -80,3 +88,47 @@ def test_a_drop_the_consumer_reports_is_counted_but_not_reported_again():
     drops, link = asyncio.run(scenario())
     assert drops == []
     assert link.account().dropped == {"deadline": 1} and link.account().holds()
+
+
+def test_a_consumer_that_is_restarting_gets_the_message_once_it_is_back():
+    async def scenario() -> tuple[list[str], Link, str]:
+        drops: list[str] = []
+        refusals = iter(range(120))  # far more than MAX_RESENDS: restarting is not dying
+
+        async def restarting(item):
+            if next(refusals) < 119:
+                raise Restarting
+            return "delivered"
+
+        link = _link(restarting, drops)
+        status = await (await link.send(Message("cam", 0, 0)))
+        return drops, link, status
+
+    drops, link, status = asyncio.run(scenario())
+    assert status == "delivered" and drops == []
+    account = link.account()
+    assert account.delivered == 1 and account.resent == 119 and account.holds()
+
+
+def test_a_consumer_restarting_longer_than_give_up_is_unplaceable_until_it_answers():
+    async def scenario() -> tuple[list[str], Link, list[str]]:
+        drops: list[str] = []
+        now = [0.0]
+        back = asyncio.Event()
+
+        async def gone(item):
+            if not back.is_set():
+                now[0] += 10.0  # each refusal comes 10 s after the last
+                raise Restarting
+            return "delivered"
+
+        link = _link(gone, drops, clock=lambda: now[0])
+        statuses = [await (await link.send(Message("cam", i, i))) for i in range(2)]
+        back.set()
+        statuses.append(await (await link.send(Message("cam", 2, 2))))
+        return drops, link, statuses
+
+    drops, link, statuses = asyncio.run(scenario())
+    assert statuses == ["dropped:unplaceable", "dropped:unplaceable", "delivered"]
+    assert drops == ["unplaceable", "unplaceable"]
+    assert link.account().holds() and link.unavailable_since is None
