@@ -39,14 +39,15 @@ hundred crops moves by a few points):
   (target <= 1.5); ``live_p99_ratio_unbounded`` is the same with trainers at full
   priority, for contrast. Absolute p99s are reported beside the 100 ms budget.
 
-Also the PNG of accuracy vs round for the three clean arms. The accuracy arms are
+Also the PNGs of accuracy vs round: the three clean arms (``federated.png``) and the
+arms with the attacker (``federated_robust.png``). The accuracy arms are
 deterministic (seeded) and independent, so they run two at a time in worker processes;
 the live arm runs alone after them.
 
 Run: ``python -m bench.federated`` (``--quick``: smaller data, fewer rounds).
 The last line printed is one JSON object; a full run writes
-``bench/results/federated.json`` and ``federated.png``, a quick one
-``federated.quick.json`` and ``federated.quick.png``.
+``bench/results/federated.json`` and the PNGs, a quick one ``federated.quick.json``
+and ``federated.quick.png`` / ``federated_robust.quick.png``.
 """
 
 from __future__ import annotations
@@ -159,6 +160,11 @@ ARMS = {
 
 #: The arms the accuracy-vs-round plot shows (their figures lead the JSON).
 CLEAN = ("central", "fedavg", "fedprox")
+#: The arms with the attacker whose accuracy per round the JSON keeps (and the robust plot shows).
+PLOTTED = (
+    "poisoned_fedavg", "honest_fedavg", "poisoned_median", "poisoned_median_plain",
+    "poisoned_multikrum",
+)  # fmt: skip
 
 
 def federated_arm(arm: Arm, shards, test, cfg: RoundConfig, hidden) -> list[float]:
@@ -336,6 +342,19 @@ def main(argv: list[str] | None = None) -> dict:
         png,
         f"sign crops, {CLIENTS} clients, Dirichlet({ALPHA}), MLP {hidden}",
     )
+    robust_png = RESULTS / f"federated_robust{suffix}.png"
+    plot(
+        {
+            "FedAvg, no attacker": fedavg,
+            "FedAvg, 4 honest clients only": curves["honest_fedavg"],
+            "median after NNM, 1 attacker": curves["poisoned_median"],
+            "median (plain), 1 attacker": curves["poisoned_median_plain"],
+            "Multi-Krum (3), 1 attacker": curves["poisoned_multikrum"],
+            "FedAvg, 1 attacker": curves["poisoned_fedavg"],
+        },
+        robust_png,
+        f"1 of {CLIENTS} clients sign-flipped x4, Dirichlet({ALPHA})",
+    )
     figures = {
         "central_acc": acc["central"],
         "fedavg_acc": acc["fedavg"],
@@ -350,8 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
         "central_acc_per_round": central,
         "fedavg_acc_per_round": fedavg,
         "fedprox_acc_per_round": fedprox,
-        "poisoned_median_acc_per_round": curves["poisoned_median"],
-        "poisoned_median_plain_acc_per_round": curves["poisoned_median_plain"],
+        **{f"{name}_acc_per_round": curves[name] for name in PLOTTED},
         "rounds": rounds,
         "local_epochs": 1,
         "clients": CLIENTS,
@@ -360,6 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
         "client_samples": [len(s[0][1]) for s in shards],
         "test_samples": len(test[1]),
         "plot": str(png.relative_to(RESULTS.parent.parent)),
+        "robust_plot": str(robust_png.relative_to(RESULTS.parent.parent)),
         "wall_s": time.perf_counter() - started,
     }
     (RESULTS / f"federated{suffix}.json").write_text(json.dumps(figures, indent=2) + "\n")
