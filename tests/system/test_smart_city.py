@@ -91,11 +91,6 @@ def test_every_junction_is_controlled_by_the_unit_on_its_node_through_the_feedba
     assert summary.identity_holds(), summary.format()
 
 
-@pytest.mark.skip(
-    reason="known defect, issue 6 open: after a roadside node is removed and one with its labels "
-    "rejoins, the run cannot drain while Ray is still restarting that unit's replicas (the "
-    "runtime's calls get ActorUnavailableError); the fallback and alert half works (see the note)"
-)
 def test_losing_a_roadside_node_falls_back_to_fixed_time_and_the_rest_keep_adapting(city, tmp_path):
 
     # prepare
