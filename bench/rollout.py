@@ -30,7 +30,8 @@ Figures, each against a peer measured in the same run:
 - ``upgrade_s_by_replicas`` and ``upgrade_s_per_replica_ratio``: seconds to
   roll N replicas (batch 1), for N = 1.. nodes; the ratio of seconds per
   replica at the largest N over N = 1 (near 1: time grows with batches, not
-  with frames).
+  with frames). ``upgrade_s_all_in_one_batch``: every replica in one batch
+  (their processes start together on the shared cores).
 
 Run: ``python -m bench.rollout`` (``--quick``: 3 nodes, shorter streams). The
 last line printed is one JSON object; a full run writes it to
@@ -447,6 +448,9 @@ def main() -> None:
                 operator="detector", model="det@2", strategy="rolling", min_frames=0),
                 on=nodes[:n])  # fmt: skip
             upgrade_s[n] = round((one.window_ns[1] - one.window_ns[0]) / 1e9, 2)
+        one_batch = scenario("bench-scale-one-batch", RolloutRequest(
+            operator="detector", model="det@2", strategy="rolling", min_frames=0,
+            batch=n_nodes))  # fmt: skip
         results |= {
             "frames_lost": sum(r.frames_lost for r in runs.values()),
             "frames_lost_by_run": {k: r.frames_lost for k, r in runs.items()},
@@ -463,6 +467,9 @@ def main() -> None:
             ],
             "upgrade_s_by_replicas": upgrade_s,
             "upgrade_s_per_replica_ratio": round((upgrade_s[n_nodes] / n_nodes) / upgrade_s[1], 2),
+            "upgrade_s_all_in_one_batch": round(
+                (one_batch.window_ns[1] - one_batch.window_ns[0]) / 1e9, 2
+            ),
         }
     finally:
         ray.shutdown()
