@@ -46,12 +46,14 @@ def register(sub: Any) -> argparse.ArgumentParser:
                    help="set an operator parameter, e.g. --set score_threshold=0.4")  # fmt: skip
     p.add_argument("--strategy", choices=STRATEGIES, default="rolling")
     p.add_argument("--batch", type=int, default=1, help="rolling: replicas per batch")
-    p.add_argument("--interval", type=float, default=0.0, help="rolling: seconds between batches")
+    p.add_argument("--interval", type=float, default=0.0,
+                   help="rolling: least seconds a batch is verified before the next")  # fmt: skip
     p.add_argument("--share", type=float, help="canary / ab: share of replicas (streams)")
     p.add_argument("--duration", type=float, default=30.0, help="canary / ab: seconds")
     p.add_argument("--window", type=float, default=0.0,
                    help="blue-green: seconds the old set stays warm for a rollback")  # fmt: skip
-    p.add_argument("--min-frames", type=int, default=20, help="frames before a verdict")
+    p.add_argument("--min-frames", type=int, default=20, help="frames before a verdict "
+                   "(rolling: frames a batch's own replicas handle before the next)")  # fmt: skip
     p.add_argument("--max-error-rate", type=float, default=0.01)
     p.add_argument("--max-p99-ratio", type=float, help="candidate p99 / baseline p99 limit")
     p.add_argument("--min-quality-ratio", type=float,
