@@ -22,6 +22,10 @@ Figures, each against a peer measured in the same run:
   (``Start``: a new process loads and warms its model) and while slots
   switched (``Switch``), to tell the two costs apart. Each batch of the
   rolling upgrade is verified on 10 frames of its own before the next starts.
+  ``p99_ratio_bare_actor_starts``: the peer without edgeray in it, the same
+  ratio while a bare Ray actor (no operator, no model) starts on each node in
+  turn, one every ~0.8 s like the rolling batches: what starting any Ray
+  worker process costs the stream on these shared cores.
   ``other_load_cores_steady`` / ``..._during_upgrade`` (``..._runs``: every
   run's pair): cores that processes outside the benchmark kept busy in each
   window (``OtherLoad``). Ray runs its workers at nice 15, so anything else on
@@ -54,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +252,50 @@ def run_rollout(
 ) -> Outcome:
     """Stream; once the sink has ``before`` frames roll ``request`` out; stop ``after`` frames
     after it ended (or failed); return what happened."""
+    return _stream_around(
+        pipeline, lambda runtime: runtime.rollout(request, timeout_s=timeout_s),
+        before=before, after=after, timeout_s=timeout_s,
+    )  # fmt: skip
+
+
+def run_actor_starts(
+    pipeline: Pipeline, nodes: list[str], *, before: int, after: int, timeout_s: float = 240
+) -> Outcome:
+    """The peer of a rolling upgrade without edgeray in it: once the sink has ``before`` frames,
+    start a bare Ray actor (no operator, no model) on each node in turn, each alive while the
+    sink gets 50 frames (a rolling batch's verification), then stopped."""
+    import ray
+
+    bare = ray.remote(num_cpus=0.1)(BareActor)
+
+    def starts(runtime: Runtime) -> None:
+        sink = runtime.actors[f"{pipeline.name}/out#0"]
+        for node in nodes:
+            actor = bare.options(label_selector={"edge.node": node}).remote()
+            ray.get(actor.ready.remote())
+            _wait_progress(sink, ray_progress(sink) + 50)
+            ray.kill(actor)
+
+    return _stream_around(pipeline, starts, before=before, after=after, timeout_s=timeout_s)
+
+
+class BareActor:
+    """An actor process with nothing in it but Ray: what starting any replica costs at least."""
+
+    def ready(self) -> int:
+        return os.getpid()
+
+
+def _stream_around(
+    pipeline: Pipeline,
+    action: Callable[[Runtime], dict[str, Any] | None],
+    *,
+    before: int,
+    after: int,
+    timeout_s: float,
+) -> Outcome:
+    """Stream; once the sink has ``before`` frames run ``action``; stop ``after`` frames after
+    it ended (or failed); return what happened."""
     runtime = Runtime(pipeline)
     runtime.deploy()
     sink = runtime.actors[f"{pipeline.name}/out#0"]
@@ -257,7 +306,7 @@ def run_rollout(
             _wait_progress(sink, before)
             began = time.time_ns()
             try:
-                got["record"] = runtime.rollout(request, timeout_s=timeout_s)
+                got["record"] = action(runtime)
             except Exception as err:  # reported in the outcome, the stream goes on
                 got["error"] = err
             got["window"] = (began, time.time_ns())
@@ -433,6 +482,10 @@ def main() -> None:
                     operator="detector", model="det@2", strategy="rolling", min_frames=10),
                     before=2 * before))  # fmt: skip
                 latency.append(upgrade_latency(rolling_runs[-1], others))
+            pipeline = camera_pipeline("bench-bare-starts", registry, nodes, rate_hz=rate)
+            bare = upgrade_latency(
+                run_actor_starts(pipeline, nodes, before=2 * before, after=after), others
+            )
         ratios = [r["p99_ratio_during_upgrade"] for r in latency]
         median = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
         blue_green = scenario("bench-blue-green", RolloutRequest(
@@ -461,6 +514,11 @@ def main() -> None:
             "canary_dead_lettered": sum(canary.summary.dead_lettered.values()),
             **latency[median],
             "p99_ratio_runs": ratios,
+            "p99_ratio_bare_actor_starts": bare["p99_ratio_during_upgrade"],
+            "other_load_cores_bare_actor_starts": [
+                bare["other_load_cores_steady"],
+                bare["other_load_cores_during_upgrade"],
+            ],
             "other_load_cores_runs": [
                 [r["other_load_cores_steady"], r["other_load_cores_during_upgrade"]]
                 for r in latency
