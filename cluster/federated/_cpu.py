@@ -2,8 +2,9 @@
 
 Ray's ``num_cpus`` is bookkeeping only: it does not stop a numpy, OpenMP, ONNX
 Runtime or OpenCV thread pool from taking every core. A trainer therefore also
-caps those pools and lowers its own scheduling priority (``os.nice``), so the
-live pipeline's operators win the CPU whenever both want it.
+caps those pools and lowers the scheduling priority of all its threads (the Ray
+worker's own gRPC and I/O threads included), so the live pipeline's operators win
+the CPU whenever both want it.
 
 The thread caps of BLAS / OpenMP pools are read once, when the library loads:
 ``trainer_env`` goes into the actor's ``runtime_env`` so they hold before the
@@ -59,7 +60,15 @@ def bound_cpu_share(share: CpuShare) -> dict[str, int]:
         torch = None
     if torch is not None:
         torch.set_num_threads(share.threads)
-    current = os.nice(0)
-    if share.niceness > current:
-        os.nice(share.niceness - current)
+    for thread in _threads():  # every thread: a Ray worker's gRPC and I/O threads too
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        if share.niceness > current:
+            os.setpriority(os.PRIO_PROCESS, thread, share.niceness)
     return {"niceness": os.nice(0), "threads": share.threads}
+
+
+def _threads() -> list[int]:
+    """This process's thread ids (on Linux a niceness belongs to one thread, and threads
+    inherit it only when they start; elsewhere, the process)."""
+    tasks = "/proc/self/task"
+    return [int(t) for t in os.listdir(tasks)] if os.path.isdir(tasks) else [0]
