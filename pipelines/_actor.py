@@ -5,7 +5,11 @@ arrival) and answers once the message is settled: processed and its outputs
 handed to the outgoing links (``delivered``), or ``dead``, ``duplicate``,
 ``dropped:<reason>``. That answer is the link's acknowledgement, so a slow
 consumer holds its producers' windows full and back-pressure reaches the
-sources. Operator code runs on one worker thread, never two calls at once.
+sources.
+
+Operator code runs one call at a time: on a worker thread, or, for an operator
+whose calls take well under a millisecond, on the event loop's thread (a thread hop
+costs more than such a call).
 
 Frames: a source's large arrays are put into the object store once and travel
 as ``ObjectRef``; a consumer resolves them (read-only, zero-copy) and, when an
@@ -63,6 +67,8 @@ LATENCY_SAMPLES = 100_000
 ROLLOUT_NAMESPACE = "edgeray-rollouts"
 #: Recent processing times a replica keeps for its version's p99 (rollout gates).
 RECENT_SAMPLES = 512
+#: Operator calls quicker than this (moving average) run on the event loop's thread.
+INLINE_MS = 0.5
 _EOS_RANK = 1 << 30
 
 
@@ -129,6 +135,8 @@ class OperatorActor:
         self.host = Host(self.spec, me.index, ctx, wall=time.time_ns, version=version)
         self.host.setup()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="operator")
+        self.pool_calls = 0  # operator calls on the worker thread, queued or running
+        self.call_ms, self.inline = 1.0, False  # until calls have shown they are quick
         self.loop = asyncio.get_running_loop()
         self.inbox: asyncio.PriorityQueue = asyncio.PriorityQueue()
         self.resequencers: dict[tuple[str, str], Resequencer] = {}
@@ -226,11 +234,11 @@ class OperatorActor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), drain_s)
         if self.role == "sink" and hasattr(self.host.op, "flush"):
-            await self.loop.run_in_executor(self.pool, self.host.op.flush)
+            await self._operator(self.host.op.flush)
         stats = self.stats()
         if self.role == "sink":
-            stats["snapshot"] = await self.loop.run_in_executor(self.pool, self.host.op.snapshot)
-        await self.loop.run_in_executor(self.pool, self.host.op.teardown)
+            stats["snapshot"] = await self._operator(self.host.op.snapshot)
+        await self._operator(self.host.op.teardown)
         return stats
 
     def stats(self) -> dict[str, Any]:
@@ -304,9 +312,7 @@ class OperatorActor:
         port, message = sample
         resolved, _ = await self._resolve(message)
         started = time.perf_counter()
-        await self.loop.run_in_executor(
-            self.pool, lambda: list(self.host.op.process(port, resolved) or ())
-        )
+        await self._operator(lambda: list(self.host.op.process(port, resolved) or ()))
         return (time.perf_counter() - started) * 1e3
 
     async def pause(self) -> None:
@@ -317,12 +323,12 @@ class OperatorActor:
         """Once nothing reaches this replica any more: settle its outputs, return its state."""
         self.retiring = True  # ticks stop: a replica without traffic must not emit
         await self.drain()
-        return await self.loop.run_in_executor(self.pool, self.host.op.snapshot)
+        return await self._operator(self.host.op.snapshot)
 
     async def resume(self, state: Any) -> None:
         """Take over the state of the replica this one replaces (``None``: none) and start."""
         if state is not None:
-            await self.loop.run_in_executor(self.pool, self.host.op.restore, state)
+            await self._operator(self.host.op.restore, state)
         self.retiring = False
         self.running.set()
         if self.spec.operator.tick_period_ns and not self.config.event_time and not self.ticking:
@@ -333,7 +339,7 @@ class OperatorActor:
         self.retiring = True
         await self.drain()
         stats = self.stats()
-        await self.loop.run_in_executor(self.pool, self.host.op.teardown)
+        await self._operator(self.host.op.teardown)
         return stats
 
     async def rollout_stats(self) -> dict[str, Any]:
@@ -358,6 +364,31 @@ class OperatorActor:
         return await future
 
     # -- internals ------------------------------------------------------------------
+    async def _operator(self, call, *args, quick: bool = False):
+        """Run operator code, one call at a time: on the event loop's thread when ``quick``
+        calls of this operator take under ``INLINE_MS`` and the worker thread is idle (a
+        thread hop costs more than such a call), else on the worker thread, so that a slow
+        call never holds up the pushes and acknowledgements the loop serves."""
+        if quick and self.inline and not self.pool_calls:
+            started = time.perf_counter()
+            try:
+                return call(*args)
+            finally:
+                self._time_call(started)
+        self.pool_calls += 1
+        started = time.perf_counter()
+        try:
+            return await self.loop.run_in_executor(self.pool, call, *args)
+        finally:
+            self.pool_calls -= 1
+            if quick:
+                self._time_call(started)
+
+    def _time_call(self, started: float) -> None:
+        took_ms = (time.perf_counter() - started) * 1e3
+        self.call_ms += (took_ms - self.call_ms) * 0.1  # moving average of ~10 calls
+        self.inline = self.call_ms < INLINE_MS
+
     def now(self) -> int:
         return self.event_now if self.config.event_time else time.time_ns()
 
@@ -456,7 +487,7 @@ class OperatorActor:
             self.first_input = (port, message)
         dead_before = self.host.dead_lettered
         started = time.perf_counter()
-        outs = await self.loop.run_in_executor(self.pool, self.host.process, port, resolved)
+        outs = await self._operator(self.host.process, port, resolved, quick=True)
         took_ms = (time.perf_counter() - started) * 1e3
         self.metrics.observe("processing_ms", took_ms)
         self.recent_ms.append(took_ms)
@@ -605,7 +636,7 @@ class OperatorActor:
                 if wait > 0:
                     await asyncio.sleep(wait / 1e9)  # pacing at the declared rate
                 due = max(due + period, time.monotonic_ns() - period)
-            outs = await self.loop.run_in_executor(self.pool, self.host.poll, self.now())
+            outs = await self._operator(self.host.poll, self.now(), quick=True)
             if outs is None:
                 break
             for _, m in outs:
@@ -629,7 +660,7 @@ class OperatorActor:
         try:
             while not self.done.is_set() and not self.retiring:
                 await asyncio.sleep(period / 1e9)  # the operator's declared tick period
-                outs = await self.loop.run_in_executor(self.pool, self.host.tick, self.now())
+                outs = await self._operator(self.host.tick, self.now(), quick=True)
                 await self._emit(outs, {})
         finally:
             self.ticking = False
@@ -641,7 +672,7 @@ class OperatorActor:
         outs: list[tuple[str, Message]] = []
         while self.event_now >= self._next_tick:
             tick_at = self._next_tick
-            outs += await self.loop.run_in_executor(self.pool, self.host.tick, tick_at)
+            outs += await self._operator(self.host.tick, tick_at, quick=True)
             self._next_tick += period
         return outs
 
