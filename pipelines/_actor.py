@@ -181,6 +181,10 @@ class OperatorActor:
             self.running.set()
         self._spawn(self._run(recover=reconstructed))
 
+    def __repr__(self) -> str:
+        """What the Ray dashboard and log prefixes show: the actor's name and its version."""
+        return self.actor if "@" in self.actor else f"{self.actor}@{self.version}"
+
     # -- called by the driver -------------------------------------------------------
     async def ready(self) -> dict[str, Any]:
         """Where this replica runs, as seen from inside it."""
