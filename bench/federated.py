@@ -289,11 +289,12 @@ def _train_until(
 ) -> None:
     """Federated rounds one after another until ``stop``; ``running`` once the first is done.
 
-    The coordinator thread takes the trainers' niceness (``os.nice`` in a thread lowers
-    that thread only, on Linux): on a fleet it runs off the live node; here it shares
-    the live pipeline's cores.
+    The coordinator thread takes the niceness the trainers ended up with (``os.nice`` in
+    a thread lowers that thread only, on Linux): on a fleet it runs off the live node;
+    here it shares the live pipeline's cores.
     """
-    os.nice(share.niceness)
+    trainers = max(p["niceness"] for p in coordinator.pool.placement.values())
+    os.nice(max(0, trainers - os.nice(0)) if share.niceness else 0)
     server_round = 1
     while not stop.is_set():
         _, coordinator.weights = coordinator.run_round(server_round)

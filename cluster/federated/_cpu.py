@@ -60,10 +60,12 @@ def bound_cpu_share(share: CpuShare) -> dict[str, int]:
         torch = None
     if torch is not None:
         torch.set_num_threads(share.threads)
+    # Added to what the process has: Ray already starts its workers at nice 15, the live
+    # pipeline's too, so a trainer must go below that to give way to them.
+    niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + share.niceness)
     for thread in _threads():  # every thread: a Ray worker's gRPC and I/O threads too
-        current = os.getpriority(os.PRIO_PROCESS, thread)
-        if share.niceness > current:
-            os.setpriority(os.PRIO_PROCESS, thread, share.niceness)
+        if niceness > os.getpriority(os.PRIO_PROCESS, thread):
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
     return {"niceness": os.nice(0), "threads": share.threads}
 
 
