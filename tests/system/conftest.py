@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -98,3 +99,25 @@ def ray_cluster():
         ray.shutdown()
         cluster.shutdown()
         os.environ.pop("RAY_AUTH_MODE", None)
+
+
+@contextlib.contextmanager
+def run_in_background(runtime, timeout_s: float) -> Iterator[dict]:
+    """``runtime.run()`` on a thread while the test acts on the fleet (removes a node, stops
+    the run). Yields the result: ``summary``, or ``error`` if the run raised. On leaving,
+    the run is stopped (if nothing stopped it yet) and joined."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["summary"] = runtime.run(timeout_s=timeout_s)
+        except Exception as err:  # reported by the test's assertions
+            result["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield result
+    finally:
+        runtime.stop("test")  # keeps the reason of a stop the test already asked for
+        thread.join(timeout=timeout_s)

@@ -14,7 +14,6 @@ reported unplaceable, and the identity holds.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 
 import pytest
@@ -113,10 +112,9 @@ def test_operator_on_a_lost_node_restarts_on_its_replacement_and_nothing_is_lost
     runtime = Runtime(_pipeline(), drain_timeout_s=120)
     runtime.deploy()
     sink = runtime.actors["lost-rsu/out#0"]
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(summary=runtime.run(timeout_s=240)))
-    thread.start()
-    try:
+    from conftest import run_in_background
+
+    with run_in_background(runtime, timeout_s=240) as result:
         _wait_for("the stream to flow", lambda: _progress(sink) >= 50)
 
         # execute: the roadside node goes away, the stream stalls on `block`
@@ -127,13 +125,9 @@ def test_operator_on_a_lost_node_restarts_on_its_replacement_and_nothing_is_lost
         # a node with the same labels joins: the operator restarts there
         fleet.add_node(num_cpus=1, object_store_memory=100 * 2**20, labels=RSU)
         runtime.stop("test: done")
-        thread.join(timeout=200)
-    finally:
-        if thread.is_alive():
-            runtime.stop("test")
-            thread.join(timeout=60)
 
     # assert: drained, nothing lost, nothing twice
+    assert "error" not in result, result.get("error")
     summary = result["summary"]
     assert summary.stopped_by == "test: done"
     assert summary.identity_holds(), summary.format()
@@ -148,22 +142,17 @@ def test_a_run_whose_lost_operator_never_comes_back_ends_and_accounts_for_it(fle
     runtime = Runtime(_pipeline(), placement_timeout_s=3, drain_timeout_s=10)
     runtime.deploy()
     sink = runtime.actors["lost-rsu/out#0"]
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(summary=runtime.run(timeout_s=120)))
-    thread.start()
-    try:
+    from conftest import run_in_background
+
+    with run_in_background(runtime, timeout_s=120) as result:
         _wait_for("the stream to flow", lambda: _progress(sink) >= 50)
 
         # execute: the roadside node goes away for good, then the run is stopped
         _remove_rsu(fleet)
         runtime.stop("test: done")
-        thread.join(timeout=100)
-    finally:
-        if thread.is_alive():
-            runtime.stop("test")
-            thread.join(timeout=60)
 
     # assert: ended, the lost operator reported, its inputs dropped as unplaceable and counted
+    assert "error" not in result, result.get("error")
     summary = result["summary"]
     assert summary.stopped_by == "test: done (drain timed out)"
     assert summary.unplaceable == ["lost-rsu/mid#0"]

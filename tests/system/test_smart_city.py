@@ -13,7 +13,6 @@ logs (the second polls them with a deadline).
 from __future__ import annotations
 
 import pathlib
-import threading
 import time
 
 import pyarrow.parquet as pq
@@ -103,17 +102,9 @@ def test_losing_a_roadside_node_falls_back_to_fixed_time_and_the_rest_keep_adapt
         alert_rows_per_file=1,
     )
     runtime = Runtime(p, placement_timeout_s=120.0, drain_timeout_s=120.0)
-    result: dict = {}
+    from conftest import run_in_background
 
-    def run() -> None:
-        try:
-            result["summary"] = runtime.run(timeout_s=300)
-        except Exception as err:  # reported by the assertions below
-            result["error"] = err
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
+    with run_in_background(runtime, timeout_s=300) as result:
         status = tmp_path / "status_log"
         alerts = tmp_path / "alert_log"
         wait_for(
@@ -147,11 +138,6 @@ def test_losing_a_roadside_node_falls_back_to_fixed_time_and_the_rest_keep_adapt
 
         # the run can drain once the east unit's actors have a node again
         runtime.stop("test: done")
-        thread.join(timeout=300)
-    finally:
-        if thread.is_alive():
-            runtime.stop("test")
-            thread.join(timeout=120)
 
     # assert: the east junctions fell back, each with a high alert
     east = [r for r in lost if payload(r, "intersection") in UNITS[LOST]]
