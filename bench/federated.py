@@ -37,7 +37,8 @@ hundred crops moves by a few points):
   (camera frames at 10 Hz -> YOLOX-nano on ONNX Runtime, 1 thread -> sink) runs alone,
   then beside FedAvg rounds back to back by ``RayTrainerPool`` trainers on ``vehicle-1``
   and ``vehicle-2`` with the fleet's bounded CPU share (``CpuShare()``: 1 thread, nice
-  +10, the coordinator thread niced alike); the ratio is the pipeline's end-to-end p99
+  +10 on top of the nice 15 Ray starts workers at, so 19; the coordinator thread takes
+  the trainers' niceness); the ratio is the pipeline's end-to-end p99
   during the rounds over its p99 alone (target <= 1.5). ``live_p99_ratio_unbounded``
   is the same with trainers and coordinator at full priority and 2 threads, for
   contrast. Absolute p99s are reported beside the 100 ms budget; the arm is skipped
