@@ -50,7 +50,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from models import ModelResolver
 from operators import Context, EndOfStream, Message, Operator
-from pipelines._channel import Link, Resequencer
+from pipelines._channel import RESEND_BACKOFF_S, Link, Resequencer
 from pipelines._graph import Edge, OperatorSpec, Pipeline
 from pipelines._host import Host
 from pipelines._metrics import RayMetrics
@@ -136,7 +136,7 @@ class OperatorActor:
         self.host.setup()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="operator")
         self.pool_calls = 0  # operator calls on the worker thread, queued or running
-        self.call_ms, self.inline = 1.0, False  # until calls have shown they are quick
+        self.call_ms = 1.0  # moving average; on the worker thread until calls prove quick
         self.loop = asyncio.get_running_loop()
         self.inbox: asyncio.PriorityQueue = asyncio.PriorityQueue()
         self.resequencers: dict[tuple[str, str], Resequencer] = {}
@@ -373,7 +373,7 @@ class OperatorActor:
         calls of this operator take under ``INLINE_MS`` and the worker thread is idle (a
         thread hop costs more than such a call), else on the worker thread, so that a slow
         call never holds up the pushes and acknowledgements the loop serves."""
-        if quick and self.inline and not self.pool_calls:
+        if quick and self.call_ms < INLINE_MS and not self.pool_calls:
             started = time.perf_counter()
             try:
                 return call(*args)
@@ -391,7 +391,6 @@ class OperatorActor:
     def _time_call(self, started: float) -> None:
         took_ms = (time.perf_counter() - started) * 1e3
         self.call_ms += (took_ms - self.call_ms) * 0.1  # moving average of ~10 calls
-        self.inline = self.call_ms < INLINE_MS
 
     def now(self) -> int:
         return self.event_now if self.config.event_time else time.time_ns()
@@ -621,7 +620,7 @@ class OperatorActor:
         """``await call()``, again with a growing pause while its actor is restarting (as
         after a lost node); ``otherwise`` once that took longer than ``restart_timeout_s``."""
         deadline = time.monotonic() + self.config.restart_timeout_s
-        pause = 0.01
+        pause, longest = RESEND_BACKOFF_S
         while True:
             try:
                 return await call()
@@ -629,7 +628,7 @@ class OperatorActor:
                 if time.monotonic() > deadline:
                     return otherwise
                 await asyncio.sleep(pause)  # no event tells when Ray has it back
-                pause = min(2 * pause, 1.0)
+                pause = min(2 * pause, longest)
 
     async def _source_loop(self) -> None:
         period = round(1e9 / self.spec.rate_hz) if self.spec.rate_hz else 0
