@@ -66,6 +66,8 @@ MIN_LANE_CONFIDENCE = 0.8  # what DecisionMaker steers on
 PERCEPTION_DRIVES = ("lane_curve", "car_following", "stop_sign", "speed_limit_change")
 #: Twenty-odd actors start on 2 cores: give them longer than the runtime's default 30 s.
 PLACEMENT_S = 120.0
+#: What ``--only`` may pick, in the order a full run measures them.
+STAGES = ("detection", "lanes", "signs", "closed-loop", "fleet")
 #: A tiny camera at 1 Hz for the drives that judge braking only (AEB acts on the lidar).
 FAST_CAMERA = {"camera": PinholeCamera(width=64, height=36, focal=48.0), "camera_hz": 1.0}
 
@@ -210,34 +212,68 @@ def _tap(p, name: str, src: str, path: pathlib.Path) -> None:
     p.connect(src, f"{name}.in", policy="latest-only", window=4)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far, from ``/proc/<pid>/stat``."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds every core of this machine has spent busy so far (``/proc/stat``)."""
+    jiffies = [int(x) for x in pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = jiffies[3] + jiffies[4]  # idle, iowait
+    return (sum(jiffies[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_run(p, address: str, duration_s: float) -> tuple[Any, dict[str, float], float]:
+    """Run ``p`` for ``duration_s``: its summary, each operator's CPU seconds, the machine's.
+
+    CPU is read from ``/proc`` for each replica's process (the runtime's ``placed`` has its
+    pid) between the start and the end of the run, before the actors exit.
+    """
+    from pipelines._runtime import Runtime
+
+    runtime = Runtime(p, address=address, placement_timeout_s=PLACEMENT_S)
+    runtime.deploy()
+    pids = {info["actor"].split("/", 1)[1].rsplit("#", 1)[0]: info["pid"]
+            for info in runtime.placed.values()}  # fmt: skip
+    before = {op: _cpu_s(pid) for op, pid in pids.items()}
+    busy = _machine_busy_s()
+    runtime.start()
+    runtime.wait(duration_s)
+    cpu = {op: _cpu_s(pid) - before[op] for op, pid in pids.items()}
+    busy = _machine_busy_s() - busy
+    return runtime.finish(), cpu, busy
+
+
 def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
     import ray
 
     from cluster._local import LocalFleet
     from cluster._spec import default_spec_path, load_spec
-    from pipelines._runtime import run
 
     def pipeline(realtime: bool, tag: str):
         p = build("car_following", seed=0, held_out=True, out_dir=tmp / tag, realtime=realtime,
                   video_hz=2.0)  # fmt: skip
         _tap(p, "command_latency", "control.control", tmp / f"{tag}-command.npy")
-        _tap(p, "perception_latency", "fusion.objects", tmp / f"{tag}-perception.npy")
+        _tap(p, "perception_latency", "perception.objects", tmp / f"{tag}-perception.npy")
         return p
 
     spec = load_spec(default_spec_path())
     with LocalFleet(spec, state_dir=str(tmp / "fleet"), dashboard_port=0) as fleet:
         try:
-            paced = run(pipeline(True, "paced"), address=fleet.address, timeout_s=duration_s,
-                        placement_timeout_s=PLACEMENT_S)  # fmt: skip
-            unpaced = run(pipeline(False, "unpaced"), address=fleet.address, timeout_s=duration_s,
-                          placement_timeout_s=PLACEMENT_S)  # fmt: skip
+            paced, cpu, busy = timed_run(pipeline(True, "paced"), fleet.address, duration_s)
+            unpaced, _, _ = timed_run(pipeline(False, "unpaced"), fleet.address, duration_s)
         finally:
             ray.shutdown()
     command = np.load(tmp / "paced-command.npy")
     perception = np.load(tmp / "paced-perception.npy")
-    frames = unpaced.edges["sim.camera->detect.camera"].delivered
+    frames = unpaced.edges["sim.camera->perception.camera"].delivered
     max_fps = frames / unpaced.duration_s
-    camera = paced.edges["sim.camera->detect.camera"]
+    camera = paced.edges["sim.camera->perception.camera"]
+    per_frame = {
+        op: round(1e3 * s / camera.sent, 2) for op, s in sorted(cpu.items(), key=lambda kv: -kv[1])
+    }
     return {
         "latency_p50_ms": round(float(np.percentile(command, 50)), 2),
         "latency_p99_ms": round(float(np.percentile(command, 99)), 2),
@@ -246,6 +282,9 @@ def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
         "paced_camera_frames": camera.sent,
         "paced_camera_dropped": dict(camera.dropped),
         "paced_identity_holds": paced.identity_holds(),
+        "cpu_ms_per_frame": per_frame,
+        "cpu_ms_per_frame_actors": round(sum(per_frame.values()), 2),
+        "cpu_ms_per_frame_machine": round(1e3 * busy / camera.sent, 2),
         "max_fps": round(max_fps, 2),
         "streams_at_30hz": int(max_fps // 30),
         "unpaced_identity_holds": unpaced.identity_holds(),
@@ -255,26 +294,33 @@ def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m bench.driving", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="one seed, shorter fleet runs")
+    ap.add_argument(
+        "--only",
+        choices=STAGES,
+        action="append",
+        help="run only these stages (repeatable; nothing is saved)",
+    )
     args = ap.parse_args(argv)
     seeds = (0,) if args.quick else (0, 1)
     started = time.perf_counter()
     result: dict[str, Any] = {"quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="bench-driving-") as d:
         tmp = pathlib.Path(d)
-        stages = (
-            ("detection", lambda: detection_map(seeds, tmp)),
-            ("lanes", lambda: lane_offset_error(seeds, camera_hz=5.0)),
-            ("signs", sign_accuracy),
-            ("closed loop", lambda: closed_loop(seeds, PERCEPTION_DRIVES, tmp)),
-            ("fleet", lambda: on_fleet(8.0 if args.quick else 12.0, tmp)),
-        )
-        for name, stage in stages:
+        stages = {
+            "detection": lambda: detection_map(seeds, tmp),
+            "lanes": lambda: lane_offset_error(seeds, camera_hz=5.0),
+            "signs": sign_accuracy,
+            "closed-loop": lambda: closed_loop(seeds, PERCEPTION_DRIVES, tmp),
+            "fleet": lambda: on_fleet(8.0 if args.quick else 12.0, tmp),
+        }
+        for name in args.only or STAGES:
+            stage = stages[name]
             t = time.perf_counter()
             result.update(stage())
             print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     line = json.dumps(result)
-    if not args.quick:
+    if not (args.quick or args.only):
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "driving.json").write_text(line + "\n")
     print(line)

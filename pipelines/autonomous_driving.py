@@ -2,21 +2,24 @@
 
 A ``DrivingSimulator`` (scripted scenario, ground truth attached to every message)
 feeds its camera, lidar and GPS-IMU streams into the vehicle's operators
-(``edge.role=vehicle``):
+(``edge.role=vehicle``), chained into two replicas (``operators.vehicle``: between
+operators on the same small computer a Ray hop costs CPU for nothing):
 
-* perception on the camera: ``LaneDetector`` (lane geometry: offset, heading,
-  curvature, confidence) and ``ObjectDetector`` (the project's own detector for the
-  simulator's world; on a vehicle with ``edge.accel=gpu`` where there is one), whose
-  boxes ``SensorFusion`` joins with the lidar scan of the same instant (bounded skew)
-  to give every object a distance, and whose sign boxes ``SignRecognizer`` classifies
-  (the project's GTSRB classifier, voting over each sign's track) for the decisions;
-* ``SafetyMonitor`` (lidar obstacles in the ego path, time to collision, stale
-  sensors) → ``DecisionMaker`` (cruise / follow / emergency braking, lane keeping on
-  the lane geometry, stop and speed-limit signs) → ``Controller`` (rate-limited
-  throttle / brake / steer, reason attached), whose commands go back into the
-  simulator's ``control`` input over a **feedback** edge (latest-only, window 1: the
-  newest command wins, older queued ones are dropped and counted);
-* ``EmergencyHandler`` publishes this vehicle's emergencies to the fleet topic
+* ``perception`` (``VehiclePerception``) on the camera: ``LaneDetector`` (lane geometry:
+  offset, heading, curvature, confidence) and ``ObjectDetector`` (the project's own
+  detector for the simulator's world; on a vehicle with ``edge.accel=gpu`` where there
+  is one), whose boxes ``SensorFusion`` joins with the lidar scan of the same instant
+  (bounded skew) to give every object a distance, and whose sign boxes
+  ``SignRecognizer`` classifies (the project's GTSRB classifier, voting over each
+  sign's track) for the decisions; its camera edge keeps only the newest frame;
+* ``control`` (``VehicleControl``), on every ego sample: ``SafetyMonitor`` (lidar
+  obstacles in the ego path, time to collision, stale sensors) → ``DecisionMaker``
+  (cruise / follow / emergency braking, lane keeping on the lane geometry, stop and
+  speed-limit signs) → ``Controller`` (rate-limited throttle / brake / steer, reason
+  attached), whose commands go back into the simulator's ``control`` input over a
+  **feedback** edge (latest-only, window 1: the newest command wins, older queued ones
+  are dropped and counted); it never waits behind a frame's perception;
+* ``v2v`` (``EmergencyHandler``) publishes this vehicle's emergencies to the fleet topic
   ``v2v/emergency`` and subscribes to it, turning other vehicles' emergencies into
   speed advisories for ``DecisionMaker``.
 
@@ -27,7 +30,9 @@ objects, the lanes and the signs as Arrow IPC, one recorder per stream under
 ``<out_dir>/<sink>`` (``operators.recording.read_recording`` reads them back), raw
 camera frames at ``camera_record_hz`` under ``<out_dir>/camera_log``, and draws
 boxes, distances, lanes, signs and the command on the camera frames (``Annotator``) into
-MP4 clips and a PNG strip under ``<out_dir>/video``.
+MP4 clips and a PNG strip under ``<out_dir>/video``. In real time the hub takes the
+high-rate streams at ``record_hz`` and the video at ``video_hz``: each message to the hub
+costs the vehicle's CPU a push.
 
 Time: the pipeline runs on the simulator's event time (``Pipeline(time="event")``):
 ``SafetyMonitor``'s stale-sensor ticks, the lidar edge's deadline and the decision
@@ -42,9 +47,11 @@ consumer never stalls the sensors).
 >>> p = build(out_dir="out/driving")
 >>> p.validate()
 >>> sorted(s.name for s in p.specs.values() if s.placement.selector == VEHICLE)
-['control', 'decide', 'fusion', 'lanes', 'safety', 'signs', 'sim', 'v2v']
+['control', 'sim', 'v2v']
+>>> p.specs["perception"].placement.selector  # the detector prefers an accelerator
+{'edge.role': 'vehicle', 'edge.accel': 'gpu'}
 >>> [e.name for e in p.edges if e.feedback]
-['control.control->sim.control']
+['control.control->sim.control', 'v2v.advisory->control.advisory']
 
 Run it with ``python pipelines/autonomous_driving.py`` (``RAY_ADDRESS``, a fleet that
 ``edgeray up`` started, or an embedded local fleet), ``edgeray run
@@ -64,23 +71,20 @@ from typing import Any
 from operators import Operator, Resources
 from operators.annotate import AnnotatedVideo, Annotator
 from operators.calibration import Calibration
-from operators.controller import Controller
-from operators.decision import DecisionMaker
 from operators.detection import SIM_DETECTOR, ObjectDetector
 from operators.driving import CLASSES, DrivingSimulator, PinholeCamera
 from operators.emergency import EmergencyHandler
 from operators.fusion import SensorFusion
 from operators.lanes import LaneDetector
 from operators.recording import Recorder
-from operators.safety import SafetyMonitor
-from operators.signs import SignRecognizer
+from operators.vehicle import VehicleControl, VehiclePerception
 from pipelines._graph import Pipeline
 
 #: The fleet topic every vehicle publishes its emergencies to and subscribes to.
 V2V_TOPIC = "v2v/emergency"
 VEHICLE = {"edge.role": "vehicle"}
-#: Detection prefers a vehicle with an accelerator (``accel = "gpu"`` in the fleet spec; ONNX
-#: Runtime then picks CUDA), else runs on the vehicle's CPU.
+#: Perception (the detector) prefers a vehicle with an accelerator (``accel = "gpu"`` in the
+#: fleet spec; ONNX Runtime then picks CUDA), else runs on the vehicle's CPU.
 ACCELERATOR = {"edge.accel": "gpu"}
 HUB = {"edge.role": "hub"}
 #: ``ObjectDetector`` parameters of the project's own detector (``detection.SIM_DETECTOR``).
@@ -95,20 +99,24 @@ SIGNS_FROM_DETECTOR: Mapping[str, Any] = {"keep_image": True, "carry": ("frame",
 #: derived streams would keep only the first of each family.
 RECORDED = {
     "commands": "control.control",
-    "safety_events": "safety.safety",
-    "emergencies": "safety.emergency",
+    "safety_events": "control.safety",
+    "emergencies": "control.emergency",
     "ego_log": "sim.ego",
 }
 #: Recorded when perception runs.
 PERCEPTION_RECORDED = {
-    "objects": "fusion.objects", "lane_log": "lanes.lanes", "sign_log": "signs.signs",
+    "objects": "perception.objects", "lane_log": "perception.lanes",
+    "sign_log": "perception.signs",
 }  # fmt: skip
+#: Streams recorded in full even in real time (rare, and what an incident review needs).
+EVENTS = ("safety_events", "emergencies")
+#: How often the V2V handler needs the ego's position (it only measures distances to
+#: other vehicles' emergencies, within hundreds of metres).
+POSITION_HZ = 5.0
 #: CPUs per replica. Ray's CPU counts are bookkeeping (DESIGN.md), but they must fit: the
-#: local fleet's vehicle has one CPU for everything it runs (0.95 here: a sum of exactly 1.0
-#: did not always fit, by rounding), the hub one for its sinks.
+#: local fleet's vehicle has one CPU for everything it runs, the hub one for its sinks.
 SHARES = {
-    "sim": 0.2, "safety": 0.1, "decide": 0.05, "control": 0.05, "v2v": 0.05,
-    "lanes": 0.1, "detect": 0.2, "fusion": 0.1, "signs": 0.1,
+    "sim": 0.2, "control": 0.1, "v2v": 0.05, "perception": 0.4,
     "annotate": 0.1, "video": 0.1, "recorder": 0.05,
 }  # fmt: skip
 
@@ -126,6 +134,7 @@ def build(
     poll_hz: float = 30.0,
     camera: PinholeCamera | None = None,
     camera_record_hz: float = 1.0,
+    record_hz: float | None = 10.0,
     lidar_deadline_ms: float = 150.0,
     perception: bool = True,
     detector: str | os.PathLike[str] | None = None,
@@ -142,9 +151,14 @@ def build(
     (default: any ``edge.role=vehicle`` node). ``realtime``: poll the
     simulator at ``poll_hz`` (simulated seconds per poll) in real time, else as fast as the
     loop allows. ``camera_hz`` / ``camera``: the camera's rate and model.
-    ``camera_record_hz``: raw frames recorded per simulated second. ``lidar_deadline_ms``:
-    a lidar scan older than this (simulated time, against the newest message the safety
-    monitor has seen) is dropped and counted as ``deadline``, never acted on.
+    ``camera_record_hz``: raw frames recorded per simulated second. ``record_hz``: in real
+    time, the most messages per second recorded of each ego, command and perception
+    stream (the rest dropped as ``rate-limit``, counted; safety events and emergencies are
+    always recorded in full; ``None``: everything), so recording never takes the vehicle's
+    CPU from its control loop; as fast as possible, everything is recorded.
+    ``lidar_deadline_ms``: a lidar scan older than this (simulated time, against the newest
+    message the safety monitor has seen) is dropped and counted as ``deadline``, never
+    acted on.
 
     ``perception``: run lane detection (whose lane geometry steers the vehicle),
     object detection and lidar fusion on the camera, and the annotated video
@@ -156,6 +170,7 @@ def build(
     vehicle_on = VEHICLE if node is None else {**VEHICLE, "edge.node": node}
     sensors = "latest-only" if realtime else "block"  # newest wins / lossless, paced by the loop
     records = "drop-oldest" if realtime else "block"  # the vehicle never waits for the hub
+    record_rate = record_hz if realtime else None
     out = os.fspath(out_dir)
     camera = camera or PinholeCamera()
     p = Pipeline(f"driving-{vehicle}", time="event")
@@ -163,29 +178,23 @@ def build(
         scenario, seed=seed, held_out=held_out, poll_hz=poll_hz, camera_hz=camera_hz, camera=camera
     )
     p.source("sim", _share(sim, "sim"), rate_hz=poll_hz if realtime else None, placement=vehicle_on)
-    p.operator("safety", _share(SafetyMonitor(), "safety"), placement=vehicle_on)
-    p.operator("decide", _share(DecisionMaker(), "decide"), placement=vehicle_on)
-    p.operator("control", _share(Controller(), "control"), placement=vehicle_on)
+    p.operator("control", _share(VehicleControl(), "control"), placement=vehicle_on)
     p.operator("v2v", _share(EmergencyHandler(vehicle=vehicle), "v2v"), placement=vehicle_on)
     recorded = {**RECORDED, **(PERCEPTION_RECORDED if perception else {})}
     for name, src in {**recorded, "camera_log": "sim.camera"}.items():
         recorder = _share(Recorder(os.path.join(out, name), ports=(src.split(".")[1],)), "recorder")
         p.sink(name, recorder, placement=HUB, fallbacks=[vehicle_on])
 
-    # sensors into the safety monitor and the decision maker
-    p.connect("sim.lidar", "safety.lidar", policy=sensors, window=2,
+    # sensors into the control loop (safety monitor, decision maker, controller in one replica)
+    p.connect("sim.lidar", "control.lidar", policy=sensors, window=2,
               deadline_ms=lidar_deadline_ms)  # fmt: skip
-    p.connect("sim.ego", "safety.ego", policy=sensors, window=4)
-    p.connect("sim.ego", "decide.ego", policy=sensors, window=2)  # each ego starts a decision
-    p.connect("sim.ego", "v2v.ego", policy="latest-only", window=1)  # position only
-    # safety → decision → control → back into the simulator
-    p.connect("safety.safety", "decide.safety", window=4)
-    p.connect("safety.emergency", "decide.emergency", window=4)
-    p.connect("decide.decision", "control.decision", window=2)
+    p.connect("sim.ego", "control.ego", policy=sensors, window=2)  # each ego starts a decision
     p.connect("control.control", "sim.control", policy="latest-only", window=1, feedback=True)
-    # V2V: our emergencies out, the fleet's in (our own echo is ignored by the handler)
-    p.connect("safety.emergency", "v2v.emergency", window=4)
-    p.connect("v2v.advisory", "decide.advisory", window=4)
+    # V2V: our emergencies out, the fleet's advisories back into the control loop (a back
+    # edge: control -> v2v -> control; our own echo is ignored by the handler)
+    p.connect("sim.ego", "v2v.ego", policy="latest-only", window=1, rate_hz=POSITION_HZ)
+    p.connect("control.emergency", "v2v.emergency", window=4)
+    p.connect("v2v.advisory", "control.advisory", window=4, feedback=True)
     p.publish("v2v.broadcast", V2V_TOPIC)
     p.subscribe(V2V_TOPIC, "v2v.v2v")
     if perception:
@@ -193,8 +202,8 @@ def build(
                     video_hz)  # fmt: skip
     # recording on the hub
     for name, src in recorded.items():
-        p.connect(src, f"{name}.{src.split('.')[1]}", policy=records,
-                  window=32 if realtime else 8)  # fmt: skip
+        p.connect(src, f"{name}.{src.split('.')[1]}", policy=records, window=32 if realtime else 8,
+                  rate_hz=None if name in EVENTS else record_rate)  # fmt: skip
     p.connect("sim.camera", "camera_log.camera", policy="drop-oldest", window=2,
               rate_hz=camera_record_hz)  # fmt: skip
     return p
@@ -211,33 +220,37 @@ def _perception(
     detector_options: Mapping[str, Any] | None,
     video_hz: float,
 ) -> None:
-    """Lanes → decision; detection + lidar → fusion; everything drawn into the video."""
+    """Lanes, detection + lidar fusion and signs in one replica; everything drawn into the video.
+
+    The camera edge holds one frame (``window=1``): in real time a frame that comes while
+    perception is busy replaces the one waiting (dropped as ``latest-only``, counted), so
+    perception always works on the newest frame instead of a queue of stale ones.
+    """
     model = os.fspath(detector if detector is not None else SIM_DETECTOR)
     options = {**(SIM_DETECTOR_OPTIONS if detector_options is None else detector_options),
                **SIGNS_FROM_DETECTOR}  # fmt: skip
-    p.operator("lanes", _share(LaneDetector(geometry=True), "lanes"), placement=vehicle_on)
-    p.operator("detect", _share(ObjectDetector(model=model, **options), "detect"),
+    unit = VehiclePerception(
+        lanes=LaneDetector(geometry=True),
+        detector=ObjectDetector(model=model, **options),
+        fusion=SensorFusion(calibration=Calibration.from_pinhole(camera.K, camera.T_cam_ego)),
+    )
+    p.operator("perception", _share(unit, "perception"),
                placement={**vehicle_on, **ACCELERATOR}, fallbacks=[vehicle_on])  # fmt: skip
-    fusion = SensorFusion(calibration=Calibration.from_pinhole(camera.K, camera.T_cam_ego))
-    p.operator("fusion", _share(fusion, "fusion"), placement=vehicle_on)
-    p.operator("signs", _share(SignRecognizer(), "signs"), placement=vehicle_on)
     p.operator("annotate", _share(Annotator(class_names=CLASSES), "annotate"),
                placement=HUB, fallbacks=[vehicle_on])  # fmt: skip
     p.sink("video", _share(AnnotatedVideo(os.path.join(out, "video"), fps=video_hz), "video"),
            placement=HUB, fallbacks=[vehicle_on])  # fmt: skip
 
-    p.connect("sim.camera", "lanes.frames", policy=sensors, window=2)
-    p.connect("lanes.lanes", "decide.lanes", window=4)
-    p.connect("sim.camera", "detect.camera", policy=sensors, window=2)
-    p.connect("detect.detections", "fusion.camera", window=4)
-    p.connect("sim.lidar", "fusion.lidar", policy=sensors, window=2)
-    p.connect("detect.detections", "signs.detections", window=4)
-    p.connect("signs.signs", "decide.signs", window=4)
-    # the video: frames at video_hz, the newest overlays (never waiting for the hub)
+    p.connect("sim.camera", "perception.camera", policy=sensors, window=1)
+    p.connect("sim.lidar", "perception.lidar", policy=sensors, window=2)
+    p.connect("perception.lanes", "control.lanes", window=4)
+    p.connect("perception.signs", "control.signs", window=4)
+    # the video: frames and the newest overlays at video_hz (never waiting for the hub)
     p.connect("sim.camera", "annotate.camera", policy=records, window=2, rate_hz=video_hz)
-    for src, overlay in (("fusion.objects", "objects"), ("lanes.lanes", "lanes"),
-                         ("signs.signs", "signs"), ("control.control", "control")):  # fmt: skip
-        p.connect(src, f"annotate.{overlay}", policy="latest-only", window=2)
+    overlays = {"objects": "perception.objects", "lanes": "perception.lanes",
+                "signs": "perception.signs", "control": "control.control"}  # fmt: skip
+    for overlay, src in overlays.items():
+        p.connect(src, f"annotate.{overlay}", policy="latest-only", window=2, rate_hz=video_hz)
     p.connect("annotate.annotated", "video.annotated", policy=records, window=4)
 
 

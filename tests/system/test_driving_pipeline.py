@@ -22,7 +22,7 @@ from pipelines.autonomous_driving import PERCEPTION_RECORDED, RECORDED, V2V_TOPI
 
 pytestmark = pytest.mark.system
 
-VEHICLE_OPS = {"sim", "safety", "decide", "control", "v2v", "lanes", "detect", "fusion", "signs"}
+VEHICLE_OPS = {"sim", "control", "v2v", "perception"}
 HUB_OPS = {*RECORDED, *PERCEPTION_RECORDED, "camera_log", "annotate", "video"}
 
 
@@ -70,7 +70,7 @@ def test_driving_pipeline_brakes_for_the_lead_on_the_fleet(ray_cluster, tmp_path
     # the ego stream the decisions follow: up to ~1 m was seen, where the local runner keeps 0.2)
     assert max(abs(m.truth["lateral_offset"]) for m in ego) < 1.75
     objects = [m for _, m in read_recording(tmp_path / "objects")]
-    frames = summary.edges["sim.camera->detect.camera"].sent
+    frames = summary.edges["sim.camera->perception.camera"].sent
     assert len(objects) == summary.sinks["objects"] == frames > 0
     lead = [o.payload["distance_m"][o.payload["classes"] == 0] for o in objects]
     assert sum(bool(np.isfinite(d).any()) for d in lead) > frames // 2  # the lead, with lidar

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pytest
 from test_city_operators import CITY_EXAMPLES
+from test_vehicle_units import VEHICLE_EXAMPLES
 
 import operators
 from operators import Context, Field, Message, Operator, Port, Sink, Source
@@ -332,6 +333,7 @@ def _annotated_frames(env: Env) -> list[tuple[str, Message]]:
 
 EXAMPLES: dict[str, Example | list[Example]] = {
     **{name: Example(*args) for name, args in CITY_EXAMPLES.items()},  # smart-city operators
+    **{name: Example(*args) for name, args in VEHICLE_EXAMPLES.items()},  # a vehicle's units
     "ListSource": Example(_list_source, polls=6),
     "ListSink": Example(_list_sink, feed=_messages),
     "Annotator": Example(_annotator, feed=_annotator_feed),
