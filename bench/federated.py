@@ -85,6 +85,7 @@ from cluster.federated import (  # noqa: E402
     RayTrainerPool,
     RoundConfig,
     TrainerSpec,
+    bound_thread,
 )
 from models.datasets import read_image_dataset  # noqa: E402
 from models.federated import (  # noqa: E402
@@ -285,27 +286,85 @@ def wait_progress(sink, n: int, timeout_s: float = 300) -> None:
         time.sleep(0.02)
 
 
-def _train_until(
-    coordinator: Coordinator, share: CpuShare, stop: threading.Event, running: threading.Event
-) -> None:
-    """Federated rounds one after another until ``stop``; ``running`` once the first is done.
+class Rounds(threading.Thread):
+    """Federated rounds back to back on a thread, while switched on (``resume`` / ``pause``).
 
-    The coordinator thread takes the niceness the trainers ended up with (``os.nice`` in
-    a thread lowers that thread only, on Linux): on a fleet it runs off the live node;
+    The thread takes the trainers' CPU share (``bound_thread``: on Linux a thread's
+    scheduling class is its own): on a fleet the coordinator runs off the live node;
     here it shares the live pipeline's cores.
     """
-    trainers = max(p["niceness"] for p in coordinator.pool.placement.values())
-    os.nice(max(0, trainers - os.nice(0)) if share.niceness else 0)
-    server_round = 1
-    while not stop.is_set():
-        _, coordinator.weights = coordinator.run_round(server_round)
-        running.set()
-        server_round += 1
+
+    def __init__(self, coordinator: Coordinator, share: CpuShare) -> None:
+        super().__init__(daemon=True)
+        self.coordinator, self.share = coordinator, share
+        self.completed = 0
+        self.error: BaseException | None = None
+        self._wanted = self._busy = self._stopping = False
+        self._cond = threading.Condition()
+
+    def run(self) -> None:
+        bound_thread(self.share)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._wanted or self._stopping)
+                if self._stopping:
+                    return
+                self._busy = True
+            try:
+                metrics, self.coordinator.weights = self.coordinator.run_round(self.completed + 1)
+            except BaseException as err:  # handed to whoever waits on this thread
+                self.error = err
+            with self._cond:
+                self._busy = False
+                if self.error is None:
+                    self.coordinator.history.append(metrics)
+                    self.completed += 1
+                self._cond.notify_all()
+            if self.error is not None:
+                return
+
+    def resume(self, timeout_s: float = 120) -> None:
+        """Rounds on; returns once one round has completed (the trainers are hot)."""
+        with self._cond:
+            target, self._wanted = self.completed + 1, True
+            self._cond.notify_all()
+            self._wait(lambda: self.completed >= target, timeout_s)
+
+    def pause(self, timeout_s: float = 120) -> None:
+        """Rounds off; returns once the round in progress has completed."""
+        with self._cond:
+            self._wanted = False
+            self._wait(lambda: not self._busy, timeout_s)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping, self._wanted = True, False
+            self._cond.notify_all()
+        self.join()
+
+    def _wait(self, done, timeout_s: float) -> None:
+        if not self._cond.wait_for(lambda: done() or self.error is not None, timeout_s):
+            raise TimeoutError(f"federated rounds did not get there within {timeout_s} s")
+        if self.error is not None:
+            raise RuntimeError("a federated round failed") from self.error
 
 
-def live_arm(shards, hidden, *, frames: int) -> dict:
-    """p99 end-to-end latency of the live pipeline alone, then beside federated rounds whose
-    trainers have the fleet's bounded CPU share, then beside trainers at full priority."""
+#: The trainers' CPU share in each window beside rounds: the fleet's bounded default, and full
+#: priority with 2 threads for contrast.
+SHARES = {"during_round": CpuShare(), "unbounded": CpuShare(threads=2, idle=False, niceness=0)}
+#: Frames the live pipeline processes before the first window (ONNX Runtime and Ray warm up).
+WARM_FRAMES = 30
+#: The alone and during-round windows alternate this many times (a drift in the machine's
+#: background load then falls on both alike).
+ALTERNATIONS = 2
+
+
+def live_arm(shards, test, hidden, *, frames: int, contrast_frames: int) -> dict:
+    """p99 end-to-end latency of the live pipeline alone and beside federated rounds whose
+    trainers have the fleet's bounded CPU share (``frames`` each, in alternating windows,
+    the trainers started before the first), then beside trainers at full priority
+    (``contrast_frames``); with the rounds each condition saw and the central test accuracy
+    they reached, so it shows they really trained."""
     import ray
 
     from pipelines.data import data_path
@@ -323,62 +382,86 @@ def live_arm(shards, hidden, *, frames: int) -> dict:
         write_partition(data / node, train, held_out)
     spec = TrainerSpec(data_root=str(data), num_classes=CLASSES, hidden=hidden)
     cfg = RoundConfig(rounds=10**6, min_clients=len(TRAINER_NODES), lr=0.1, batch_size=16)
+    fx = features(test[0])
     cluster = start_cluster([{"edge.node": n, "edge.role": "vehicle"} for n in TRAINER_NODES])
-    windows: dict[str, tuple[int, int]] = {}
+    windows: dict[str, list[tuple[int, int]]] = {label: [] for label in ("alone", *SHARES)}
+    trained: dict[str, dict[str, Any]] = {}
     try:
         runtime = Runtime(live_pipeline(model))
         runtime.deploy()
         sink = runtime.actors["federated-live/out#0"]
 
-        def window(label: str) -> None:
+        def window(label: str, n: int) -> None:
             began = time.time_ns()
-            wait_progress(sink, ray_progress(sink) + frames)
-            windows[label] = (began, time.time_ns())
+            wait_progress(sink, ray_progress(sink) + n)
+            windows[label].append((began, time.time_ns()))
+
+        def beside_rounds(label: str, n: int, alone: int = 0) -> None:
+            """``n`` frames beside rounds (and ``alone`` without), alternating."""
+            share = SHARES[label]
+            pool = RayTrainerPool(spec, TRAINER_NODES, share=share)
+            coordinator = Coordinator(
+                pool, FedAvg(), initial_weights=spec.model().get_weights(), config=cfg
+            )
+            rounds = Rounds(coordinator, share)
+            rounds.start()
+            parts, done = (ALTERNATIONS if alone else 1), 0
+            try:
+                for _ in range(parts):
+                    if alone:
+                        window("alone", alone // parts)
+                    rounds.resume()
+                    before = rounds.completed
+                    window(label, n // parts)
+                    done += rounds.completed - before
+                    rounds.pause()
+            finally:
+                rounds.stop()
+                pool.shutdown()
+            trained[label] = {
+                "rounds": done,
+                "acc": score(coordinator.weights, fx, test[1]).accuracy,
+                "policy": sorted({p["policy"] for p in pool.placement.values()}),
+            }
 
         def control() -> None:
             try:
-                wait_progress(sink, 20)  # warm
-                window("alone")
-                for label, share in (("during_round", CpuShare()),
-                                     ("unbounded", CpuShare(threads=2, niceness=0))):  # fmt: skip
-                    pool = RayTrainerPool(spec, TRAINER_NODES, share=share)
-                    coordinator = Coordinator(
-                        pool, FedAvg(), initial_weights=spec.model().get_weights(), config=cfg
-                    )
-                    stop, running = threading.Event(), threading.Event()
-                    rounds = threading.Thread(
-                        target=_train_until, args=(coordinator, share, stop, running)
-                    )
-                    rounds.start()
-                    running.wait(timeout=120)
-                    try:
-                        window(label)
-                    finally:
-                        stop.set()
-                        rounds.join()
-                        pool.shutdown()
+                wait_progress(sink, WARM_FRAMES)
+                beside_rounds("during_round", frames, alone=frames)
+                beside_rounds("unbounded", contrast_frames)
             finally:
                 runtime.stop("bench.federated live arm over")
 
         thread = threading.Thread(target=control, daemon=True)
         thread.start()
-        runtime.run(timeout_s=600)
+        runtime.run(timeout_s=900)
         thread.join()
         received = [x for s in runtime.stats if s["operator"] == "out" for x in s["snapshot"]]
     finally:
         ray.shutdown()
         cluster.shutdown()
 
-    def p99(label: str) -> float:
-        lo, hi = windows[label]
-        ms = [(t - m.ingest_ts) / 1e6 for m, t in received if lo <= m.ingest_ts < hi]
-        return float(np.percentile(ms, 99))
+    def latencies(label: str) -> list[float]:
+        return [
+            (t - m.ingest_ts) / 1e6
+            for m, t in received
+            if any(lo <= m.ingest_ts < hi for lo, hi in windows[label])
+        ]
 
-    alone = p99("alone")
-    figures: dict[str, Any] = {"live_model": "yolox-nano", "live_p99_ms_alone": alone}
-    for label in ("during_round", "unbounded"):
-        figures[f"live_p99_ms_{label}"] = p99(label)
-        figures[f"live_p99_ratio_{label}"] = p99(label) / alone
+    alone = float(np.percentile(latencies("alone"), 99))
+    figures: dict[str, Any] = {
+        "live_model": "yolox-nano",
+        "live_p99_ms_alone": alone,
+        "live_frames_alone": len(latencies("alone")),
+    }
+    for label in SHARES:
+        p99 = float(np.percentile(latencies(label), 99))
+        figures[f"live_p99_ms_{label}"] = p99
+        figures[f"live_p99_ratio_{label}"] = p99 / alone
+        figures[f"live_frames_{label}"] = len(latencies(label))
+        figures[f"live_rounds_{label}"] = trained[label]["rounds"]
+        figures[f"live_acc_after_{label}"] = trained[label]["acc"]
+        figures[f"live_trainer_policy_{label}"] = trained[label]["policy"]
     return figures
 
 
@@ -404,20 +487,28 @@ def plot(curves: dict[str, list[float]], path: pathlib.Path, title: str) -> None
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data, fewer rounds")
+    parser.add_argument(
+        "--live-only", action="store_true", help="only the live arm; prints it, writes no file"
+    )
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "edgeray-bench"),
                         help="where the generated sign dataset is kept between runs")  # fmt: skip
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    per_class, test_per_class, rounds, hidden, frames = (
-        (30, 8, 40, (64,), 100) if args.quick else (100, 25, 60, (128,), 200)
+    per_class, test_per_class, rounds, hidden, frames, contrast_frames = (
+        (30, 8, 40, (64,), 150, 100) if args.quick else (100, 25, 60, (128,), 500, 200)
     )
     train, test = load_data(per_class, test_per_class, pathlib.Path(args.cache))  # cached
     shards = client_shards(*train)
+    if args.live_only:
+        live = live_arm(shards, test, hidden, frames=frames, contrast_frames=contrast_frames)
+        live["wall_s"] = time.perf_counter() - started
+        print(json.dumps(live))
+        return live
     cfg = RoundConfig(rounds=rounds, min_clients=CLIENTS, epochs=1, lr=0.1, batch_size=16)
     curves = accuracy_arms((per_class, test_per_class, args.cache), cfg, hidden)
     acc = {name: final(accs) for name, accs in curves.items()}
     central, fedavg, fedprox = curves["central"], curves["fedavg"], curves["fedprox"]
-    live = live_arm(shards, hidden, frames=frames)
+    live = live_arm(shards, test, hidden, frames=frames, contrast_frames=contrast_frames)
 
     suffix = ".quick" if args.quick else ""
     RESULTS.mkdir(exist_ok=True)

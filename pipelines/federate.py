@@ -276,6 +276,10 @@ def federate(
         )
 
     pool = RayTrainerPool(trainer, spec.nodes, share=CpuShare())
+    log(
+        "trainers' CPU share: "
+        + ", ".join(f"{n} {p['policy']} (nice {p['niceness']})" for n, p in pool.placement.items())
+    )
     try:
         coordinator = Coordinator(
             pool,

@@ -2,21 +2,32 @@
 
 Ray's ``num_cpus`` is bookkeeping only: it does not stop a numpy, OpenMP, ONNX
 Runtime or OpenCV thread pool from taking every core. A trainer therefore also
-caps those pools and lowers the scheduling priority of all its threads (the Ray
+caps those pools and lowers the scheduling class of all its threads (the Ray
 worker's own gRPC and I/O threads included), so the live pipeline's operators win
 the CPU whenever both want it.
+
+Where the OS has it (Linux), every trainer thread runs under ``SCHED_IDLE``: it
+gets a core only when nothing else wants it, and a waking pipeline thread
+preempts it at once. That is the bounded share: all of what is left over, none
+of what the pipeline needs. Niceness is the fallback elsewhere; it bounds far
+less, since Ray starts every worker at nice 15 (the pipeline's too) and the
+scheduler weight of nice 19 against nice 15 is 15 against 36, i.e. ~30% of a
+contended core. Any unprivileged thread may move itself to ``SCHED_IDLE``;
+threads started later inherit it.
 
 The thread caps of BLAS / OpenMP pools are read once, when the library loads:
 ``trainer_env`` goes into the actor's ``runtime_env`` so they hold before the
 worker imports numpy; ``bound_cpu_share`` applies what can still change at run
-time (OpenCV, PyTorch, niceness). Trainers run no ONNX Runtime session (they
-train in numpy or PyTorch); ONNX export happens on the coordinator.
+time (OpenCV, PyTorch, scheduling class, affinity). Trainers run no ONNX Runtime
+session (they train in numpy or PyTorch); ONNX export happens on the coordinator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 _THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -29,11 +40,18 @@ _THREAD_VARS = (
 
 @dataclass(frozen=True)
 class CpuShare:
-    """How much of a node a trainer may take: ``threads`` per pool, ``niceness`` added (0-19)."""
+    """How much of a node a trainer may take.
+
+    ``threads`` per thread pool; ``idle``: run every thread under ``SCHED_IDLE``
+    where the OS has it, else add ``niceness`` (0-19) to what the process has;
+    ``cpus``: the cores it may run on (``None``: any); ``num_cpus``: Ray's bookkeeping.
+    """
 
     threads: int = 1
+    idle: bool = True
     niceness: int = 10
     num_cpus: float = 0.25
+    cpus: tuple[int, ...] | None = None
 
 
 def trainer_env(share: CpuShare) -> dict[str, str]:
@@ -45,10 +63,11 @@ def trainer_env(share: CpuShare) -> dict[str, str]:
     return dict.fromkeys(_THREAD_VARS, str(share.threads))
 
 
-def bound_cpu_share(share: CpuShare) -> dict[str, int]:
-    """Apply ``share`` to this process: thread caps that still can change, and lower priority.
+def bound_cpu_share(share: CpuShare) -> dict[str, Any]:
+    """Apply ``share`` to this process: thread caps that still can change, scheduling, cores.
 
-    Returns what holds afterwards (``niceness``, ``threads``) so a caller can report it.
+    Returns what holds afterwards so a caller can report it: ``policy`` (``"idle"``:
+    SCHED_IDLE, ``"nice"``: niceness only), ``niceness``, ``threads``, ``cpus``.
     """
     os.environ.update(trainer_env(share))
     import cv2
@@ -60,17 +79,40 @@ def bound_cpu_share(share: CpuShare) -> dict[str, int]:
         torch = None
     if torch is not None:
         torch.set_num_threads(share.threads)
-    # Added to what the process has: Ray already starts its workers at nice 15, the live
-    # pipeline's too, so a trainer must go below that to give way to them.
-    niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + share.niceness)
+    applied = set()
     for thread in _threads():  # every thread: a Ray worker's gRPC and I/O threads too
-        if niceness > os.getpriority(os.PRIO_PROCESS, thread):
-            os.setpriority(os.PRIO_PROCESS, thread, niceness)
-    return {"niceness": os.nice(0), "threads": share.threads}
+        with contextlib.suppress(ProcessLookupError):  # the thread ended since it was listed
+            applied.add(bound_thread(share, thread))
+    policy = "idle" if applied == {"idle"} else "nice"
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"policy": policy, "niceness": os.nice(0), "threads": share.threads, "cpus": cpus}
+
+
+def bound_thread(share: CpuShare, thread: int = 0) -> str:
+    """Give one thread (``0``: the calling one) ``share``'s scheduling and cores; returns the
+    policy applied (on Linux both belong to a thread, not to its process).
+
+    ``"idle"`` when ``share.idle`` and the OS lets the thread move to ``SCHED_IDLE``,
+    else ``"nice"``: ``share.niceness`` added to the thread's own (at most 19). Ray
+    already starts its workers at nice 15, the live pipeline's too, so an absolute
+    niceness would change nothing there.
+    """
+    if share.cpus is not None:
+        os.sched_setaffinity(thread, share.cpus)
+    if share.idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except PermissionError:  # a sandbox that refuses it: niceness still applies
+            pass
+    niceness = min(19, os.getpriority(os.PRIO_PROCESS, thread) + share.niceness)
+    if niceness > os.getpriority(os.PRIO_PROCESS, thread):
+        os.setpriority(os.PRIO_PROCESS, thread, niceness)
+    return "nice"
 
 
 def _threads() -> list[int]:
-    """This process's thread ids (on Linux a niceness belongs to one thread, and threads
-    inherit it only when they start; elsewhere, the process)."""
+    """This process's thread ids (on Linux threads inherit scheduling class, niceness and
+    cores only when they start; elsewhere, the process)."""
     tasks = "/proc/self/task"
     return [int(t) for t in os.listdir(tasks)] if os.path.isdir(tasks) else [0]
