@@ -2,8 +2,9 @@
 
 - ``map50``: the project's own detector (``models/artifacts/sim-detector``) on held-out
   simulator scenarios written as a KITTI folder, scored by ``pipelines.eval_detect``
-  (IoU 0.5, DontCare ignored); YOLOX-nano on the real KITTI sample beside it
-  (``map50_yolox_kitti``).
+  (IoU 0.5, DontCare ignored), run as the driving pipeline runs it (``sim-detector-hw``
+  at ``detect_input_hw``), with the 416x416 square input beside it (``map50_square_416``);
+  YOLOX-nano on the real KITTI sample beside it (``map50_yolox_kitti``).
 - ``lane_offset_err_median_m``: ``LaneDetector(geometry=True)`` on every camera frame of
   the held-out scenarios (open loop: the simulator keeps its lane), |detected lateral
   offset - true offset| over frames with a lane estimate of confidence >= 0.8 (what
@@ -52,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from operators import Context, Message, Resources, Sink
+from operators.detection import SIM_DETECTOR_HW, input_for
 from operators.driving import SCENARIOS, DrivingSimulator, PinholeCamera
 from operators.lanes import LaneDetector
 from operators.recording import read_recording
@@ -74,13 +76,24 @@ FAST_CAMERA = {"camera": PinholeCamera(width=64, height=36, focal=48.0), "camera
 
 # -- perception accuracy ---------------------------------------------------------------------
 def detection_map(seeds: tuple[int, ...], tmp: pathlib.Path) -> dict[str, Any]:
+    from dataclasses import replace
+
     from pipelines.detector_dataset import sim_frames, write_kitti
-    from pipelines.eval_detect import evaluate_detections, yolox_nano
+    from pipelines.eval_detect import evaluate_detections, sim_detector, yolox_nano
 
     folder = write_kitti(tmp / "held_out_kitti", sim_frames(seeds=seeds, held_out=True))
-    own = evaluate_detections(folder).summary()
+    # as the pipeline runs it (SIM_DETECTOR_HW at the camera's aspect ratio), and square
+    as_run = replace(
+        sim_detector(),
+        model=str(SIM_DETECTOR_HW),
+        input_size=input_for((PinholeCamera().height, PinholeCamera().width)),
+    )
+    own = evaluate_detections(folder, detector=as_run).summary()
+    square = evaluate_detections(folder).summary()
     out = {"map50": own["map50"], "ap50": own["ap50"], "detect_precision": own["precision"],
-           "detect_recall": own["recall"], "detect_frames": own["images"]}  # fmt: skip
+           "detect_recall": own["recall"], "detect_frames": own["images"],
+           "detect_input_hw": list(as_run.input_size),
+           "map50_square_416": square["map50"]}  # fmt: skip
     try:
         from pipelines.data import data_path
 

@@ -4,7 +4,10 @@ Pre- and post-processing follow the YOLOX layout (``../shared/data/MANIFEST.md``
 ``letterbox`` resizes keeping the aspect ratio (``r = min(416/h, 416/w)``) and
 pads to 416x416 with 114 at the top-left, BGR, raw 0-255 float32 NCHW;
 ``decode`` turns the ``[1, 3549, 85]`` output (grids of strides 8, 16, 32,
-row-major) into boxes and ``obj x cls`` scores; ``postprocess`` keeps each
+row-major) into boxes and ``obj x cls`` scores. A fully convolutional model whose input
+height and width are free runs on a ``(height, width)`` input too (``input_size``), e.g.
+256x416 for a 16:9 camera: the same scale as 416x416, without the padding rows (~40 %
+less compute); ``postprocess`` keeps each
 cell's best class, filters classes and scores, divides by ``r`` and runs
 class-aware NMS (``cv2.dnn.NMSBoxesBatched``, IoU 0.45).
 
@@ -17,6 +20,8 @@ class-aware NMS (``cv2.dnn.NMSBoxesBatched``, IoU 0.45).
 >>> boxes, scores, classes = postprocess(out, r=0.5, score_threshold=0.3, image_size=(208, 832))
 >>> boxes.tolist(), [round(float(s), 2) for s in scores], classes.tolist()  # clipped
 ([[0.0, 0.0, 24.0, 24.0]], [0.9], [2])
+>>> letterbox(np.zeros((360, 640, 3), np.uint8), (256, 416))[0].shape
+(1, 3, 256, 416)
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ INPUT_SIZE = 416
 #: The project's own detector for the driving simulator's world (vehicle, pedestrian, sign),
 #: in YOLOX's layout with 3 classes; its MANIFEST.md says how it was made and how it scores.
 SIM_DETECTOR = pathlib.Path(models.__file__).parent / "artifacts" / "sim-detector" / "model.onnx"
+#: The same weights with the input's height and width free (``python -m models.free_input``),
+#: to run at ``input_for(frame_hw)`` instead of 416x416.
+SIM_DETECTOR_HW = SIM_DETECTOR.parent.parent / "sim-detector-hw" / "model.onnx"
 STRIDES = (8, 16, 32)
 PAD_VALUE = 114
 #: COCO classes a vehicle cares about: person, bicycle, car, motorbike, bus, truck,
@@ -49,15 +57,43 @@ PAD_VALUE = 114
 COCO_OF_INTEREST = (0, 1, 2, 3, 5, 7, 9, 11)
 
 
-def yolox_signature(size: int = INPUT_SIZE, num_classes: int = 80) -> ModelSignature:
-    """The signature of a YOLOX-layout model: ``[1, 3, size, size]`` in, ``[1, N, 5 + C]`` out."""
+def input_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of a model input given as one side (square) or ``(height, width)``."""
+    height, width = (size, size) if isinstance(size, int | np.integer) else size
+    if height % max(STRIDES) or width % max(STRIDES) or height <= 0 or width <= 0:
+        raise ValueError(
+            f"detector input {height}x{width} (height x width): both sides must be positive "
+            f"multiples of the largest stride {max(STRIDES)}, e.g. 416 or (256, 416)"
+        )
+    return int(height), int(width)
+
+
+def input_for(frame_hw: tuple[int, int], side: int = INPUT_SIZE) -> tuple[int, int]:
+    """The smallest ``(height, width)`` input that holds a ``frame_hw`` frame letterboxed to
+    ``side`` on its longer side (the scale a square ``side`` model sees it at).
+
+    >>> input_for((360, 640))
+    (256, 416)
+    """
+    stride = max(STRIDES)
+    r = side / max(frame_hw)
+    height, width = (-(-round(n * r) // stride) * stride for n in frame_hw)
+    return height, width
+
+
+def yolox_signature(
+    size: int | tuple[int, int] = INPUT_SIZE, num_classes: int = 80
+) -> ModelSignature:
+    """A YOLOX-layout model's signature: ``[1, 3, height, width]`` in, ``[1, N, 5 + C]`` out."""
+    height, width = input_hw(size)
     return ModelSignature(
         input_name="images",
-        shape=(1, 3, size, size),
+        shape=(1, 3, height, width),
         dtype="float32",
         output_name="output",
         output_shape=(1, None, 5 + num_classes),
-        preprocessing=f"letterbox to {size}x{size} top-left, pad 114, BGR, float32 0-255, NCHW",
+        preprocessing=f"letterbox to {height}x{width} (HxW) top-left, pad 114, BGR, float32 "
+        "0-255, NCHW",
     )
 
 
@@ -73,38 +109,47 @@ DETECTIONS_SCHEMA = {
 
 
 # -- kernels --------------------------------------------------------------------------------------
-def letterbox(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float]:
-    """``(blob, r)``: the image resized by ``r``, padded top-left to ``size``: 1x3xSxS float32."""
+def letterbox(
+    image: np.ndarray, size: int | tuple[int, int] = INPUT_SIZE
+) -> tuple[np.ndarray, float]:
+    """``(blob, r)``: the image resized by ``r``, padded top-left to ``size`` (a side, or
+    ``(height, width)``): 1x3xHxW float32."""
+    out_h, out_w = input_hw(size)
     height, width = image.shape[:2]
-    r = min(size / height, size / width)
+    r = min(out_h / height, out_w / width)
     new_w, new_h = round(width * r), round(height * r)
-    padded = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    padded = np.full((out_h, out_w, 3), PAD_VALUE, np.uint8)
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     padded[:new_h, :new_w] = resized
     blob = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
     return blob, r
 
 
-def _grids(size: int, strides: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+def _grids(size: tuple[int, int], strides: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
     xy, stride_of = [], []
     for stride in strides:
-        n = size // stride
-        ys, xs = np.mgrid[0:n, 0:n]
+        rows, cols = size[0] // stride, size[1] // stride
+        ys, xs = np.mgrid[0:rows, 0:cols]
         xy.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
-        stride_of.append(np.full(n * n, stride))
+        stride_of.append(np.full(rows * cols, stride))
     return np.concatenate(xy).astype(np.float32), np.concatenate(stride_of).astype(np.float32)
 
 
 def decode(
-    output: np.ndarray, size: int = INPUT_SIZE, strides: Iterable[int] = STRIDES
+    output: np.ndarray,
+    size: int | tuple[int, int] = INPUT_SIZE,
+    strides: Iterable[int] = STRIDES,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(boxes, scores)`` of a raw YOLOX output: xyxy in input pixels, ``obj x cls`` (N x C)."""
+    """``(boxes, scores)`` of a raw YOLOX output: xyxy in input pixels, ``obj x cls`` (N x C).
+
+    ``size``: the model input's side, or ``(height, width)``."""
     rows = np.asarray(output, np.float32).reshape(-1, output.shape[-1])
-    grid, stride = _grids(size, strides)
+    height, width = input_hw(size)
+    grid, stride = _grids((height, width), strides)
     if len(grid) != len(rows):
         raise ValueError(
-            f"YOLOX output has {len(rows)} rows, expected {len(grid)} for a {size}x{size} "
-            f"input with strides {tuple(strides)}"
+            f"YOLOX output has {len(rows)} rows, expected {len(grid)} for a {height}x{width} "
+            f"(HxW) input with strides {tuple(strides)}"
         )
     centre = (rows[:, 0:2] + grid) * stride[:, None]
     half = np.exp(rows[:, 2:4]) * stride[:, None] / 2
@@ -121,14 +166,14 @@ def postprocess(
     classes: Iterable[int] | None = None,
     max_detections: int = 100,
     image_size: tuple[int, int] | None = None,
-    size: int = INPUT_SIZE,
+    size: int | tuple[int, int] = INPUT_SIZE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(boxes float32 Nx4 xyxy, scores float32 N, classes int32 N)`` in original pixels.
 
     Each grid cell keeps its best class; ``classes`` (``None``: all) filters
     them; boxes are divided by the letterbox ratio ``r`` (and clipped to
     ``image_size`` = ``(height, width)`` when given); NMS is per class. ``size``: the
-    model's input side.
+    model's input side, or ``(height, width)``.
     """
     boxes, scores = decode(output, size)
     best = scores.argmax(axis=1)
@@ -180,8 +225,9 @@ class ObjectDetector(Operator):
       ``COCO_OF_INTEREST``; ``None``: all 80), ``max_detections`` (100),
       ``intra_op_threads``: ONNX Runtime threads (1; declare as many CPUs in
       the pipeline when raising it), ``keep_image``, ``carry``. Another model in
-      the YOLOX layout: ``input_size`` (416) and ``num_classes`` (80), e.g. the
-      project's simulator detector (``models/artifacts/sim-detector``) with
+      the YOLOX layout: ``input_size`` (416, or ``(height, width)`` for a model whose
+      input sides are free, e.g. ``input_for(frame_hw)``) and ``num_classes`` (80), e.g.
+      the project's simulator detector (``models/artifacts/sim-detector``) with
       ``num_classes=3, classes=None``.
 
     ``signature`` is the model it needs (``YOLOX_SIGNATURE`` by default); ``setup`` refuses
@@ -212,7 +258,7 @@ class ObjectDetector(Operator):
         intra_op_threads: int = 1,
         keep_image: bool = False,
         carry: tuple[str, ...] = ("frame", "P2", "R0_rect", "Tr_velo_to_cam"),
-        input_size: int = INPUT_SIZE,
+        input_size: int | tuple[int, int] = INPUT_SIZE,
         num_classes: int = 80,
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
@@ -228,7 +274,7 @@ class ObjectDetector(Operator):
             image = Field("uint8", (None, None, 3))
             self.outputs = (Port("detections", {**DETECTIONS_SCHEMA, "image": image}),)
         self.carry = tuple(carry)
-        self.input_size = int(input_size)
+        self.input_size = input_hw(input_size)
         self.signature = yolox_signature(self.input_size, int(num_classes))
         self._session: Any = None
         self.manifest: Manifest | None = None  # the registry version in use, after setup
