@@ -31,12 +31,13 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from models.datasets import read_image_dataset
+from models.training.sign_synthesis import camera_effects, plate_masks, real_views
 
 NUM_CLASSES = 43
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
@@ -46,7 +47,9 @@ INPUT_NAME, OUTPUT_NAME = "images", "scores"
 class TrainConfig:
     """How to train: epochs, batch size, peak learning rate, seed, label smoothing, network
     width, how many simulator crops each epoch draws and how often each real image repeats
-    in it."""
+    in it, how many networks (seeds ``seed``, ``seed + 1``, ...) the exported model averages,
+    and whether to hold one real training image per class out for validation
+    (``held_out_real``) instead of reporting the real test split."""
 
     epochs: int = 30
     batch_size: int = 128
@@ -56,6 +59,8 @@ class TrainConfig:
     width: int = 16
     real_repeat: int = 25
     sim_per_epoch: int = 3500
+    members: int = 1
+    validate: bool = False
 
 
 def build_network(width: int = 16):
@@ -94,37 +99,37 @@ def build_network(width: int = 16):
     return SignNet()
 
 
-def augment(images, generator):
-    """Random warps, colour gains, blur and noise on a uint8 NHWC batch (returns uint8)."""
+def ensemble(nets):
+    """One module whose scores are the mean of the softmax scores of ``nets``: exported as
+    one ONNX graph, so the averaging costs callers nothing but the members' arithmetic."""
     import torch
-    import torch.nn.functional as F
+    from torch import nn
 
-    n = images.shape[0]
-    x = images.permute(0, 3, 1, 2).float()
-    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    angle = (rand(n) - 0.5) * math.radians(24)
-    scale = 0.85 + 0.3 * rand(n)
-    shear = (rand(n) - 0.5) * 0.2
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin + shear, (rand(n) - 0.5) * 0.2], 1),
-         torch.stack([sin, cos, (rand(n) - 0.5) * 0.2], 1)], 1
-    )  # fmt: skip
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    blur = rand(n) < 0.3
-    if blur.any():
-        kernel = torch.tensor([1.0, 2.0, 1.0])
-        kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
-        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
-    gain = (0.35 + 1.2 * rand(n, 1, 1, 1)) * (0.85 + 0.3 * rand(n, 3, 1, 1))
-    x = x * gain + (rand(n, 1, 1, 1) - 0.4) * 50
-    x = x + torch.randn(x.shape, generator=generator) * rand(n, 1, 1, 1) * 8
-    return x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    class Ensemble(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(nets)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.stack([member(images) for member in self.members]).mean(dim=0)
+
+    return Ensemble().eval()
+
+
+def held_out_real(class_ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of the real training images kept for validation: the last of each
+    class (in dataset order), so recipes are compared without the real test images."""
+    last = {int(c): i for i, c in enumerate(class_ids)}
+    return np.isin(np.arange(len(class_ids)), list(last.values()))
 
 
 def train(dataset: str | os.PathLike[str], config: TrainConfig = TrainConfig(), *, log=print):
-    """Train on the dataset's ``train`` split; returns the network in eval mode."""
+    """Train one network (seed ``config.seed``) on the dataset's ``train`` split; returns it
+    in eval mode.
+
+    With ``config.validate`` one real training image per class (``held_out_real``) is
+    left out, and each epoch's log line gives the accuracy on those images.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -132,8 +137,15 @@ def train(dataset: str | os.PathLike[str], config: TrainConfig = TrainConfig(), 
     generator = torch.Generator().manual_seed(config.seed)
     X_sim, y_sim = read_image_dataset(dataset, split="train", origin="sim")
     X_real, y_real = read_image_dataset(dataset, split="train", origin="gtsrb")
+    X_val, y_val = X_real[:0], y_real[:0]
+    if config.validate:
+        val = held_out_real(y_real)
+        X_val, y_val, X_real, y_real = X_real[val], y_real[val], X_real[~val], y_real[~val]
     X_real = np.repeat(X_real, config.real_repeat, axis=0)
     y_real = np.repeat(y_real, config.real_repeat, axis=0)
+    X_all = torch.from_numpy(np.concatenate([X_sim, X_real]))
+    y_all = torch.from_numpy(np.concatenate([y_sim, y_real]))
+    masks = torch.from_numpy(plate_masks(y_all.numpy()))
     net = build_network(config.width)
     steps = config.epochs * math.ceil((config.sim_per_epoch + len(y_real)) / config.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=5e-4)
@@ -141,15 +153,15 @@ def train(dataset: str | os.PathLike[str], config: TrainConfig = TrainConfig(), 
     rng = np.random.default_rng(config.seed)
     for epoch in range(config.epochs):
         pick = rng.choice(len(y_sim), size=min(config.sim_per_epoch, len(y_sim)), replace=False)
-        X = torch.from_numpy(np.concatenate([X_sim[pick], X_real]))
-        y = torch.from_numpy(np.concatenate([y_sim[pick], y_real]))
-        order = torch.randperm(len(y), generator=generator)
+        epoch_rows = torch.from_numpy(np.concatenate([pick, np.arange(len(y_sim), len(y_all))]))
+        order = epoch_rows[torch.randperm(len(epoch_rows), generator=generator)]
         net.train()
         total, started = 0.0, time.perf_counter()
         for batch in order.split(config.batch_size):
+            images = camera_effects(real_views(X_all[batch], masks[batch], generator), generator)
             loss = F.cross_entropy(
-                net.logits(augment(X[batch], generator)),
-                y[batch],
+                net.logits(images),
+                y_all[batch],
                 label_smoothing=config.label_smoothing,
             )
             optimizer.zero_grad()
@@ -157,7 +169,9 @@ def train(dataset: str | os.PathLike[str], config: TrainConfig = TrainConfig(), 
             optimizer.step()
             schedule.step()
             total += loss.item() * len(batch)
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {total / len(y):.3f} "
+        net.eval()
+        val = f", validation {(predict(net, X_val) == y_val).mean():.3f}" if len(y_val) else ""
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {total / len(order):.3f}{val} "
             f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
     return net.eval()
 
@@ -186,14 +200,24 @@ def export_onnx(net, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def held_out_accuracy(net, dataset: str | os.PathLike[str]) -> dict[str, float]:
-    """Accuracy on the dataset's ``test`` split, per origin (``sim``, ``gtsrb``)."""
+def held_out_accuracy(
+    net, dataset: str | os.PathLike[str], *, validate: bool = False
+) -> dict[str, float]:
+    """Accuracy on the dataset's ``test`` split per origin (``sim``, ``gtsrb``); with
+    ``validate``, on the real validation images (``held_out_real``) instead of the real
+    test split, which recipe choices must not look at."""
+    sets = {"sim_test": read_image_dataset(dataset, split="test", origin="sim")}
+    if validate:
+        X, y = read_image_dataset(dataset, split="train", origin="gtsrb")
+        val = held_out_real(y)
+        sets["gtsrb_val"] = X[val], y[val]
+    else:
+        sets["gtsrb_test"] = read_image_dataset(dataset, split="test", origin="gtsrb")
     result = {}
-    for origin in ("sim", "gtsrb"):
-        X, y = read_image_dataset(dataset, split="test", origin=origin)
+    for name, (X, y) in sets.items():
         if len(y):
-            result[f"acc_{origin}_test"] = round(float((predict(net, X) == y).mean()), 4)
-            result[f"n_{origin}_test"] = len(y)
+            result[f"acc_{name}"] = round(float((predict(net, X) == y).mean()), 4)
+            result[f"n_{name}"] = len(y)
     return result
 
 
@@ -203,16 +227,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", help="where model.onnx goes")
     defaults = TrainConfig()
     for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
     args = parser.parse_args(argv)
     config = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults)})
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     started = time.perf_counter()
-    net = train(args.dataset, config)
+    seeds = range(config.seed, config.seed + config.members)
+    nets = [train(args.dataset, replace(config, seed=seed)) for seed in seeds]
+    net = nets[0] if len(nets) == 1 else ensemble(nets)
     path = export_onnx(net, Path(args.out_dir) / "model.onnx")
-    summary = {**asdict(config), **held_out_accuracy(net, args.dataset),
+    accuracy = held_out_accuracy(net, args.dataset, validate=config.validate)
+    summary = {**asdict(config), **accuracy,
                "train_s": round(time.perf_counter() - started, 1), "model": str(path),
                "bytes": path.stat().st_size}  # fmt: skip
     print(json.dumps(summary))

@@ -151,3 +151,39 @@ def test_scenario_crops_are_the_signs_in_view():
     X, y = scenario_sign_crops(("lane_curve",), camera_hz=2.0)
     assert len(y) > 0 and X.shape == (len(y), 32, 32, 3)
     assert set(y.tolist()) == {2}  # the lane_curve scenario's one sign: 50 km/h
+
+
+# -- training-time synthesis (models.training.sign_synthesis) --------------------------------
+def test_plate_masks_follow_each_class_outline():
+    from models.training.sign_synthesis import plate_masks
+
+    disc, warning, yield_, stop = plate_masks(np.array([2, 18, 13, 14]))
+    assert disc.shape == (32, 32) and disc.dtype == np.float32
+    assert disc[16, 16] == 1.0 and disc[0, 0] == 0.0 and disc[31, 31] == 0.0
+    assert warning[27, 4] > 0.5 and warning[5, 4] == 0.0  # points up: full base, empty top
+    assert yield_[5, 4] > 0.5 and yield_[27, 4] == 0.0  # points down
+    assert stop[16, 5] == 1.0 and not np.allclose(stop, disc)
+
+
+def test_real_views_and_camera_effects_are_seeded_uint8_batches():
+    torch = pytest.importorskip("torch")
+    from models.training.sign_synthesis import camera_effects, plate_masks, real_views
+
+    crops = torch.from_numpy(np.stack([render_sign_crop(c, 0) for c in (2, 14, 35)]))
+    masks = torch.from_numpy(plate_masks(np.array([2, 14, 35])))
+
+    def draw(seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        return camera_effects(real_views(crops, masks, generator), generator)
+
+    views = draw(0)
+    assert views.shape == crops.shape and views.dtype == torch.uint8
+    assert torch.equal(views, draw(0)) and not torch.equal(views, draw(1))
+    assert not torch.equal(views, crops)
+
+
+def test_validation_holds_out_the_last_real_training_image_of_each_class():
+    from models.training.signs import held_out_real
+
+    held = held_out_real(np.array([3, 3, 5, 5, 7]))
+    assert held.tolist() == [False, True, False, True, True]
