@@ -29,6 +29,13 @@ SIGN_HALF = 1.0 / 1.24
 #: down, stop is an octagon, priority road a diamond.
 _TRIANGLE_UP = frozenset((11, *range(18, 32)))
 _SHAPES = {13: "triangle_down", 14: "octagon", 12: "diamond"}
+#: The class a sign of each class shows in a mirror (left-right), where it is a GTSRB
+#: class: symmetric signs stay, left and right versions swap (curves, turns, keep left /
+#: right, straight or left / right). Digits and asymmetric pictograms are left out.
+MIRRORED = {
+    **{c: c for c in (11, 12, 13, 15, 17, 18, 22, 26, 30, 35)},
+    **{a: b for a, b in ((19, 20), (33, 34), (36, 37), (38, 39)) for a, b in ((a, b), (b, a))},
+}
 
 
 def plate_shape(class_id: int) -> str:
@@ -69,6 +76,15 @@ def plate_masks(class_ids: np.ndarray, size: int = 32, *, grow: float = 1.06) ->
         small = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
         masks[shape] = small.astype(np.float32) / 255.0
     return np.stack([masks[plate_shape(int(k))] for k in class_ids]).astype(np.float32)
+
+
+def mirror_templates(images: np.ndarray, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, class_ids)``: the left-right mirror of every image whose class is in
+    ``MIRRORED``, labelled with its mirrored class: more real templates for those classes
+    (a turn-left sign gains the turn-right images)."""
+    keep = np.isin(class_ids, list(MIRRORED))
+    mirrored = np.ascontiguousarray(images[keep][:, :, ::-1])
+    return mirrored, np.array([MIRRORED[int(c)] for c in class_ids[keep]], np.int64)
 
 
 def real_views(templates, masks, generator):

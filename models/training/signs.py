@@ -37,7 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from models.datasets import read_image_dataset
-from models.training.sign_synthesis import camera_effects, plate_masks, real_views
+from models.training.sign_synthesis import (
+    camera_effects,
+    mirror_templates,
+    plate_masks,
+    real_views,
+)
 
 NUM_CLASSES = 43
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
@@ -141,11 +146,15 @@ def train(dataset: str | os.PathLike[str], config: TrainConfig = TrainConfig(), 
     if config.validate:
         val = held_out_real(y_real)
         X_val, y_val, X_real, y_real = X_real[val], y_real[val], X_real[~val], y_real[~val]
+    X_mirror, y_mirror = mirror_templates(X_real, y_real)
+    X_real, y_real = np.concatenate([X_real, X_mirror]), np.concatenate([y_real, y_mirror])
     X_real = np.repeat(X_real, config.real_repeat, axis=0)
     y_real = np.repeat(y_real, config.real_repeat, axis=0)
     X_all = torch.from_numpy(np.concatenate([X_sim, X_real]))
     y_all = torch.from_numpy(np.concatenate([y_sim, y_real]))
-    masks = torch.from_numpy(plate_masks(y_all.numpy()))
+    # a real view cuts the sign out along its outline; a simulator crop moves as a whole
+    sim_masks = np.ones((len(y_sim), *X_sim.shape[1:3]), np.float32)
+    masks = torch.from_numpy(np.concatenate([sim_masks, plate_masks(y_real)]))
     net = build_network(config.width)
     steps = config.epochs * math.ceil((config.sim_per_epoch + len(y_real)) / config.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=5e-4)

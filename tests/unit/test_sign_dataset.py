@@ -182,6 +182,16 @@ def test_real_views_and_camera_effects_are_seeded_uint8_batches():
     assert not torch.equal(views, crops)
 
 
+def test_mirrored_templates_swap_left_and_right_and_skip_asymmetric_signs():
+    from models.training.sign_synthesis import mirror_templates
+
+    images = np.stack([render_sign_crop(c, 0) for c in (33, 2, 13)])  # turn right, 50, yield
+    mirrored, classes = mirror_templates(images, np.array([33, 2, 13]))
+    assert classes.tolist() == [34, 13]  # turn left ahead; yield stays; "50" has no mirror
+    assert np.array_equal(mirrored[0], images[0][:, ::-1])
+    assert np.array_equal(mirrored[1], images[2][:, ::-1])
+
+
 def test_validation_holds_out_the_last_real_training_image_of_each_class():
     from models.training.signs import held_out_real
 
