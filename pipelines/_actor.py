@@ -374,23 +374,24 @@ class OperatorActor:
         thread hop costs more than such a call), else on the worker thread, so that a slow
         call never holds up the pushes and acknowledgements the loop serves."""
         if quick and self.call_ms < INLINE_MS and not self.pool_calls:
-            started = time.perf_counter()
-            try:
-                return call(*args)
-            finally:
-                self._time_call(started)
+            return self._timed(call, *args)
         self.pool_calls += 1
-        started = time.perf_counter()
         try:
+            if quick:
+                return await self.loop.run_in_executor(self.pool, self._timed, call, *args)
             return await self.loop.run_in_executor(self.pool, call, *args)
         finally:
             self.pool_calls -= 1
-            if quick:
-                self._time_call(started)
 
-    def _time_call(self, started: float) -> None:
-        took_ms = (time.perf_counter() - started) * 1e3
-        self.call_ms += (took_ms - self.call_ms) * 0.1  # moving average of ~10 calls
+    def _timed(self, call, *args):
+        """``call(*args)``, its own duration kept in a moving average of ~10 calls (measured
+        where it runs: a wait for the worker thread must not make a quick call look slow)."""
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            took_ms = (time.perf_counter() - started) * 1e3
+            self.call_ms += (took_ms - self.call_ms) * 0.1
 
     def now(self) -> int:
         return self.event_now if self.config.event_time else time.time_ns()
@@ -421,11 +422,13 @@ class OperatorActor:
         return links[dst]
 
     def _link(self, edge: Edge, dst: str) -> Link:
+        method = None
+
         async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
-            handle = self._handle(dst)
-            return await handle.push.options(enable_task_events=False).remote(
-                edge.name, edge.dst_port, item, self.actor, seq, low
-            )
+            nonlocal method
+            if method is None:  # looked up on first use: the consumer may start after us
+                method = self._handle(dst).push.options(enable_task_events=False)
+            return await method.remote(edge.name, edge.dst_port, item, self.actor, seq, low)
 
         return Link(edge, push, retryable=(RayActorError,), now=self.now,
                     restarting=(ActorUnavailableError,),
@@ -465,7 +468,7 @@ class OperatorActor:
                 else:
                     status, outputs = await self._process(edge, port, item)
                     if outputs:  # acknowledge once every output is settled downstream
-                        self._spawn(_ack_when_settled(future, status, outputs))
+                        _ack_when_settled(future, status, outputs)
                         continue
             except Exception:  # a runtime fault must not wedge the producer
                 logging.getLogger("edgeray").exception("%s failed on %s", self.actor, edge)
@@ -523,7 +526,10 @@ class OperatorActor:
         names = [k for k, v in message.payload.items() if isinstance(v, ray.ObjectRef)]
         if not names:
             return message, {}
-        values = await asyncio.gather(*(message.payload[k] for k in names))
+        if len(names) == 1:  # the common case: no gather (a task and a future fewer)
+            values = [await message.payload[names[0]]]
+        else:
+            values = await asyncio.gather(*(message.payload[k] for k in names))
         payload = dict(message.payload)
         refs = {}
         for k, v in zip(names, values, strict=True):
@@ -680,12 +686,19 @@ class OperatorActor:
         return outs
 
 
-async def _ack_when_settled(
-    ack: asyncio.Future, status: str, outputs: list[asyncio.Future]
-) -> None:
-    await asyncio.gather(*outputs)
-    if not ack.done():
-        ack.set_result(status)
+def _ack_when_settled(ack: asyncio.Future, status: str, outputs: list[asyncio.Future]) -> None:
+    """Resolve ``ack`` with ``status`` once every output future is done (callbacks: no task
+    per message)."""
+    left = len(outputs)
+
+    def settled(_: asyncio.Future) -> None:
+        nonlocal left
+        left -= 1
+        if not left and not ack.done():
+            ack.set_result(status)
+
+    for output in outputs:
+        output.add_done_callback(settled)
 
 
 def actor_options(spec: OperatorSpec, replica: int, name: str, namespace: str) -> dict[str, Any]:
