@@ -225,10 +225,32 @@ def _tap(p, name: str, src: str, path: pathlib.Path) -> None:
     p.connect(src, f"{name}.in", policy="latest-only", window=4)
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far, from ``/proc/<pid>/stat``."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _processes() -> dict[int, tuple[str, float]]:
+    """Every process now: pid -> (what it is, CPU seconds used so far), from ``/proc``.
+
+    What it is: ``driver`` (this process), a Ray process by its name (``raylet``,
+    ``gcs_server``, a Ray worker's title or a Python script's file name), or ``other``
+    for anything without ``ray`` in its command line (other users of the machine).
+    """
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm, fields = stat.read_text().rsplit(")", 1)
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile
+            continue
+        pid, comm = int(stat.parent.name), comm.split("(", 1)[1]
+        cpu = (int(fields.split()[11]) + int(fields.split()[12])) / tick
+        if pid == os.getpid():
+            name = "driver"
+        elif "ray" not in cmdline:
+            name = "other"
+        elif comm.startswith("python"):
+            name = next((pathlib.Path(a).stem for a in cmdline.split() if a.endswith(".py")), comm)
+        else:
+            name = comm
+        out[pid] = (name, cpu)
+    return out
 
 
 def _machine_busy_s() -> float:
@@ -239,23 +261,29 @@ def _machine_busy_s() -> float:
 
 
 def timed_run(p, address: str, duration_s: float) -> tuple[Any, dict[str, float], float]:
-    """Run ``p`` for ``duration_s``: its summary, each operator's CPU seconds, the machine's.
+    """Run ``p`` for ``duration_s``: its summary, CPU seconds by process, the machine's busy s.
 
-    CPU is read from ``/proc`` for each replica's process (the runtime's ``placed`` has its
-    pid) between the start and the end of the run, before the actors exit.
+    CPU is read from ``/proc`` between the start and the end of the run, before the actors
+    exit: each replica's process (the runtime's ``placed`` has its pid) under its operator's
+    name, every other process grouped by what it is (``_processes``).
     """
+    import ray
+
     from pipelines._runtime import Runtime
 
     runtime = Runtime(p, address=address, placement_timeout_s=PLACEMENT_S)
     runtime.deploy()
-    pids = {info["actor"].split("/", 1)[1].rsplit("#", 1)[0]: info["pid"]
-            for info in runtime.placed.values()}  # fmt: skip
-    before = {op: _cpu_s(pid) for op, pid in pids.items()}
-    busy = _machine_busy_s()
+    ray.get(runtime.controller.actors.remote())  # started in the background: let it settle
+    actors = {info["pid"]: info["actor"].split("/", 1)[1].rsplit("#", 1)[0]
+              for info in runtime.placed.values()}  # fmt: skip
+    before, busy = _processes(), _machine_busy_s()
     runtime.start()
     runtime.wait(duration_s)
-    cpu = {op: _cpu_s(pid) - before[op] for op, pid in pids.items()}
-    busy = _machine_busy_s() - busy
+    after, busy = _processes(), _machine_busy_s() - busy
+    cpu: dict[str, float] = {}
+    for pid, (name, used) in after.items():
+        key = actors.get(pid, f"ray:{name}" if name not in ("driver", "other") else name)
+        cpu[key] = cpu.get(key, 0.0) + used - before.get(pid, (name, 0.0))[1]
     return runtime.finish(), cpu, busy
 
 
@@ -275,7 +303,9 @@ def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
     spec = load_spec(default_spec_path())
     with LocalFleet(spec, state_dir=str(tmp / "fleet"), dashboard_port=0) as fleet:
         try:
-            paced, cpu, busy = timed_run(pipeline(True, "paced"), fleet.address, duration_s)
+            paced_pipeline = pipeline(True, "paced")
+            paced_ops = set(paced_pipeline.specs)
+            paced, cpu, busy = timed_run(paced_pipeline, fleet.address, duration_s)
             unpaced, _, _ = timed_run(pipeline(False, "unpaced"), fleet.address, duration_s)
         finally:
             ray.shutdown()
@@ -284,9 +314,10 @@ def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
     frames = unpaced.edges["sim.camera->perception.camera"].delivered
     max_fps = frames / unpaced.duration_s
     camera = paced.edges["sim.camera->perception.camera"]
-    per_frame = {
-        op: round(1e3 * s / camera.sent, 2) for op, s in sorted(cpu.items(), key=lambda kv: -kv[1])
-    }
+    per_frame = {op: round(1e3 * s / camera.sent, 2)
+                 for op, s in sorted(cpu.items(), key=lambda kv: -kv[1]) if s > 0}  # fmt: skip
+    operators = {op: ms for op, ms in per_frame.items() if op in paced_ops}
+    rest = {name: ms for name, ms in per_frame.items() if name not in operators and ms >= 0.1}
     return {
         "latency_p50_ms": round(float(np.percentile(command, 50)), 2),
         "latency_p99_ms": round(float(np.percentile(command, 99)), 2),
@@ -295,8 +326,9 @@ def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
         "paced_camera_frames": camera.sent,
         "paced_camera_dropped": dict(camera.dropped),
         "paced_identity_holds": paced.identity_holds(),
-        "cpu_ms_per_frame": per_frame,
-        "cpu_ms_per_frame_actors": round(sum(per_frame.values()), 2),
+        "cpu_ms_per_frame": operators,
+        "cpu_ms_per_frame_operators": round(sum(operators.values()), 2),
+        "cpu_ms_per_frame_not_operators": rest,
         "cpu_ms_per_frame_machine": round(1e3 * busy / camera.sent, 2),
         "max_fps": round(max_fps, 2),
         "streams_at_30hz": int(max_fps // 30),
