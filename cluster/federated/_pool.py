@@ -226,6 +226,7 @@ class RayTrainerPool(TrainerPool):
 
         super().__init__(**kwargs)
         share = share or CpuShare()
+        self._sent: tuple[Any, Any] = (None, None)  # the weights put last, and their ref
         remote = ray.remote(TrainerActor)
         self.actors = {
             node: remote.options(
@@ -250,7 +251,24 @@ class RayTrainerPool(TrainerPool):
         return sorted(self.actors)
 
     def _submit(self, client: str, method: str, *args: Any) -> Any:
-        return getattr(self.actors[client], method).remote(*args)
+        return getattr(self.actors[client], method).remote(*map(self._by_ref, args))
+
+    def _by_ref(self, value: Any) -> Any:
+        """Model weights as one object-store entry per version (other arguments as they are).
+
+        A large argument of a remote call is put in the object store for that call alone:
+        sending one model to every client, then again to evaluate, then again as the
+        next round's start would put and pull it once per call. Put once, it is pulled
+        once per node and read there by every call. Weights are never changed in place
+        once sent (strategies return new ones), so the one sent last is known by identity.
+        """
+        import ray
+
+        if not (isinstance(value, list) and value and all(type(w) is np.ndarray for w in value)):
+            return value  # not model weights
+        if value is not self._sent[0]:
+            self._sent = (value, ray.put(value))
+        return self._sent[1]
 
     def _gather(self, pending, timeout_s):
         import ray
