@@ -24,7 +24,9 @@ again from its first message (sinks discard what they have already seen).
 Rollouts (``pipelines._rollout``): a replica started to take over a slot of the
 plan (``Incoming``) runs another operator instance (new model, code or config)
 under a name that carries its version, ``<pipeline>/<operator>#<slot>@<version>``;
-it starts paused, is warmed with a real input of its slot (``warm``), and takes traffic once
+it boots below the stream (``hold_boot`` in the replica it replaces, see
+``pipelines._replica_start``), starts paused, is warmed with a real input of its slot (or its
+model's signature input where the slot had no traffic yet: ``warm``), and takes traffic once
 every producer has ``retarget``-ed the slot to it and the replica it replaces
 has drained and handed its state over (``handover`` -> ``resume``).
 """
@@ -40,7 +42,7 @@ import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -57,6 +59,7 @@ from pipelines._metrics import RayMetrics
 from pipelines._placement import Placement
 from pipelines._plan import TOPIC_NAMESPACE, TOPIC_PREFIX, make_plan, out_links, topic_actor_name
 from pipelines._policies import too_old
+from pipelines._replica_start import BootHold, restore_niceness, warm_model
 from pipelines._routing import Router
 
 #: Arrays at least this big go into the object store and travel by reference.
@@ -172,6 +175,7 @@ class OperatorActor:
         self.recent_ms: deque[float] = deque(maxlen=RECENT_SAMPLES)
         self.quality_field = None if incoming is None else incoming.quality_field
         self.quality_sum, self.quality_n = 0.0, 0
+        self.boot_hold: BootHold | None = None  # while a replacement of it starts
         self.ticking = False
         with warnings.catch_warnings():  # Ray's property trips its own deprecation warning
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -306,18 +310,40 @@ class OperatorActor:
         """The first input this replica processed: a real one to warm a replacement with."""
         return self.first_input
 
-    async def warm(self, sample: tuple[str, Message] | None) -> float | None:
-        """Run the operator on a real input, outputs discarded; its time in ms.
+    async def warm(
+        self, sample: tuple[str, Message] | None, restore_nice: int | None = None
+    ) -> dict[str, Any]:
+        """Run the operator on a real input, outputs discarded (``sample``; ``None``: its
+        slot had no traffic yet, so each model session runs on its signature's input); then
+        go back to niceness ``restore_nice`` (the replaced replica's, after a ``BootHold``).
 
         An exception propagates: a version that cannot handle real input never gets traffic.
         """
-        if sample is None:
-            return None
-        port, message = sample
-        resolved, _ = await self._resolve(message)
         started = time.perf_counter()
-        await self._operator(lambda: list(self.host.op.process(port, resolved) or ()))
-        return (time.perf_counter() - started) * 1e3
+        if sample is None:
+            runs = await self._operator(warm_model, self.host.op)
+            used = f"{runs} model session(s) on a signature input" if runs else "nothing"
+        else:
+            port, message = sample
+            resolved, _ = await self._resolve(message)
+            await self._operator(lambda: list(self.host.op.process(port, resolved) or ()))
+            used = f"the first input of its slot ({message.source} #{message.seq})"
+        took_ms = (time.perf_counter() - started) * 1e3
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+        if restore_nice is not None:
+            nice = restore_niceness(restore_nice)
+        return {"actor": self.actor, "warmed_with": used, "ms": round(took_ms, 2), "nice": nice}
+
+    async def hold_boot(self, timeout_s: float) -> dict[str, Any]:
+        """While a replacement of this replica starts on this node, hold what the raylet
+        starts at low priority (``pipelines._replica_start.BootHold``)."""
+        self.boot_hold = BootHold()
+        return asdict(self.boot_hold.start(timeout_s))
+
+    async def release_boot(self) -> list[int]:
+        """Stop ``hold_boot``; the pids it held."""
+        hold, self.boot_hold = self.boot_hold, None
+        return [] if hold is None else hold.release()
 
     async def pause(self) -> None:
         """Hold what arrives until ``resume`` (a slot switching back to this replica)."""

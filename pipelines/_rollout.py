@@ -17,9 +17,17 @@ signature, or cannot be opened (``RolloutRefused``: nothing has changed), then
 drives a planner from ``cluster.rollout`` with ``RayExecutor``:
 
 - ``Start``: a new replica per slot, on the slot's node (``ray.io/node-id``),
-  named ``<pipeline>/<operator>#<slot>@<version>``; it loads its model in
-  ``setup`` and is warmed with the first real input the slot processed. A
-  replica that fails to start or to warm is stopped and the rollout refused.
+  named ``<pipeline>/<operator>#<slot>@<version>``. Its process boots below
+  the stream: the replica it replaces holds every process the node's raylet
+  starts meanwhile at nice 19 (``hold_boot``), and the new one returns to the
+  old one's niceness once warm, where the OS lets it (``pipelines._replica_start``
+  says why and what happens where it does not; the record's ``boot`` says per
+  slot). It loads its model in ``setup`` and is warmed with the first real
+  input the slot processed, or, where the slot had no traffic yet, with one
+  inference of its model on the model signature's input. A replica that fails
+  to start or to warm is stopped and the rollout refused. Blue-green starts
+  the whole new set in one ``Start`` (all processes at once, each held below
+  the stream on its node).
 - ``Switch``: the new replica is paused; every producer retargets the slot to
   it at once (one call per producer, all slots together) and returns once what
   it sent to the old replica is settled; the old replica settles its outputs
@@ -264,7 +272,7 @@ class RolloutController:
         rid = uuid.uuid4().hex[:8]
         record = {"id": rid, "pipeline": self.p.name, "operator": op,
                   "strategy": request.strategy, "baseline": baseline, "candidate": label,
-                  "state": "running", "reason": "", "actions": [], "metrics": {},
+                  "state": "running", "reason": "", "actions": [], "metrics": {}, "boot": [],
                   "started_at": time.time(), "ended_at": None, "phases": []}  # fmt: skip
         with self.lock:
             self.operators[(op, label)] = candidate
@@ -450,6 +458,10 @@ class RayExecutor:
         slots = self._slots(action.slots)
         routes = self._routes()
         remote = ray.remote(OperatorActor)
+        # the replica now serving each slot: on the slot's node, it holds the new one's boot
+        old = {s.index: self._handle(s.actors[s.active]) for s in slots}
+        holds = dict(zip(old, self._get([a.hold_boot.remote(START_TIMEOUT_S)
+                                         for a in old.values()]), strict=True))  # fmt: skip
         for s in slots:
             name = f"{s.plan_actor}@{action.version}"
             if name in ctl.used_names:  # a version back in a slot it left: a fresh name
@@ -463,11 +475,15 @@ class RayExecutor:
         try:
             ready = [h.ready.remote() for _, h in started.values()]
             self._get(ready, timeout=START_TIMEOUT_S)
-            samples = self._get([self._handle(s.actors[s.active]).sample.remote() for s in slots])
-            self._get(
-                [started[s.index][1].warm.remote(x) for s, x in zip(slots, samples, strict=True)]
-            )
+            held = self._release_boot(old)
+            samples = self._get([a.sample.remote() for a in old.values()])
+            warmed = self._get([
+                started[s.index][1].warm.remote(x, holds[s.index]["restore_to"]
+                                                if holds[s.index]["held"] else None)
+                for s, x in zip(slots, samples, strict=True)
+            ])  # fmt: skip
         except Exception as err:
+            self._release_boot(old)
             for _, handle in started.values():
                 ray.kill(handle, no_restart=True)
             raise RolloutRefused(
@@ -479,6 +495,16 @@ class RayExecutor:
             for s in slots:
                 name, handle = started[s.index]
                 s.actors[action.version], ctl.handles[name] = name, handle
+            self.record["boot"].extend(
+                {"slot": str(s.index), "node": s.node, "held_pids": held[s.index],
+                 "not_held_because": holds[s.index]["why"], **w}
+                for s, w in zip(slots, warmed, strict=True)
+            )  # fmt: skip
+
+    def _release_boot(self, replicas: Mapping[int, Any]) -> dict[int, list[int]]:
+        """End the ``hold_boot`` of ``replicas`` (slot -> handle); the pids each held."""
+        return dict(zip(replicas, self._get([a.release_boot.remote() for a in replicas.values()]),
+                        strict=True))  # fmt: skip
 
     def switch(self, action: Switch) -> None:
         began = time.time()
