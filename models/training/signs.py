@@ -9,9 +9,12 @@ what a camera gives, so callers need no preprocessing:
 - output ``scores``: float32 ``[N, 43]``, softmax class probabilities.
 
 Inside, each image is standardised by its own mean and spread (so exposure matters
-little), then three conv blocks and a linear layer. Training draws every batch through
-random affine warps, colour gains, blur and noise; the few real images are oversampled
-(``real_repeat``) so they weigh as much as a few thousand simulator crops.
+little), then three conv blocks and a linear layer; ``members`` > 1 exports the mean of
+several such networks (one seed each) as one graph. Training uses the few real images
+as templates (``models.training.sign_synthesis``): each is mirrored where its class
+allows, repeated ``real_repeat`` times per epoch and every repeat is a new view of it
+(warped, put on another background, re-lit, degraded), so the real signs weigh more
+than the simulator crops that each epoch also draws.
 
 Run (needs the ``[train]`` extra, PyTorch CPU)::
 
@@ -56,15 +59,15 @@ class TrainConfig:
     and whether to hold one real training image per class out for validation
     (``held_out_real``) instead of reporting the real test split."""
 
-    epochs: int = 30
+    epochs: int = 16
     batch_size: int = 128
     lr: float = 3e-3
     seed: int = 0
     label_smoothing: float = 0.05
     width: int = 16
-    real_repeat: int = 25
-    sim_per_epoch: int = 3500
-    members: int = 1
+    real_repeat: int = 60
+    sim_per_epoch: int = 4000
+    members: int = 3
     validate: bool = False
 
 
