@@ -34,22 +34,29 @@ hundred crops moves by a few points):
   ``iid_poisoned_median_acc``, ``iid_poisoned_trimmed_acc``;
 - ``live_p99_ratio_during_round``: on a local Ray fleet (a head, ``vehicle-1`` and
   ``vehicle-2``, all on this machine's cores), a live pipeline on ``vehicle-1``
-  (camera frames at 10 Hz -> YOLOX-nano on ONNX Runtime, 1 thread -> sink) runs alone,
-  then beside FedAvg rounds back to back by ``RayTrainerPool`` trainers on ``vehicle-1``
-  and ``vehicle-2`` with the fleet's bounded CPU share (``CpuShare()``: 1 thread, nice
-  +10 on top of the nice 15 Ray starts workers at, so 19; the coordinator thread takes
-  the trainers' niceness); the ratio is the pipeline's end-to-end p99
-  during the rounds over its p99 alone (target <= 1.5). ``live_p99_ratio_unbounded``
-  is the same with trainers and coordinator at full priority and 2 threads, for
-  contrast. Absolute p99s are reported beside the 100 ms budget; the arm is skipped
-  (``live_model`` null) without the detector's data.
+  (camera frames at 10 Hz -> YOLOX-nano on ONNX Runtime, 1 thread -> sink) runs beside
+  ``RayTrainerPool`` trainers on ``vehicle-1`` and ``vehicle-2`` with the fleet's bounded
+  CPU share (``CpuShare()``: 1 thread per pool, every thread under SCHED_IDLE; the
+  coordinator thread takes the same share). Windows without rounds and with FedAvg
+  rounds back to back alternate (``ALTERNATIONS``, the trainers started before the
+  first, so both see the same processes and the same drift in the machine's background
+  load), each condition ``frames`` frames after a warm-up; the ratio is the pipeline's
+  end-to-end p99 during the rounds over its p99 without them (target <= 1.5).
+  ``live_rounds_during_round`` and ``live_acc_after_during_round`` (central test accuracy
+  of the global model after them) show the rounds really trained;
+  ``live_trainer_policy_during_round`` says which bound applied (``idle``: SCHED_IDLE,
+  ``nice``: the niceness fallback). ``live_p99_ratio_unbounded`` is the same with
+  trainers and coordinator at full priority and 2 threads, for contrast. Absolute p99s
+  are reported beside the 100 ms budget; the arm is skipped (``live_model`` null)
+  without the detector's data.
 
 Also the PNGs of accuracy vs round: the three clean arms (``federated.png``) and the
 arms with the attacker (``federated_robust.png``). The accuracy arms are
 deterministic (seeded) and independent, so they run two at a time in worker processes;
 the live arm runs alone after them.
 
-Run: ``python -m bench.federated`` (``--quick``: smaller data, fewer rounds).
+Run: ``python -m bench.federated`` (``--quick``: smaller data, fewer rounds;
+``--live-only``: the live arm alone, printed, no file written: for iterating on the CPU share).
 The last line printed is one JSON object; a full run writes
 ``bench/results/federated.json`` and the PNGs, a quick one ``federated.quick.json``
 and ``federated.quick.png`` / ``federated_robust.quick.png``.

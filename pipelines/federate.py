@@ -57,6 +57,7 @@ from cluster.federated import (
     RoundConfig,
     RoundMetrics,
     TrainerSpec,
+    call_bounded,
 )
 from models import Manifest, Registry
 from models.federated import (
@@ -291,7 +292,7 @@ def federate(
             on_round=register,
             dp_delta=DP_DELTA,
         )
-        history = coordinator.run()
+        history = call_bounded(CpuShare(), coordinator.run)  # gives way to live pipelines too
     finally:
         pool.shutdown()
     best = _best(new_versions)

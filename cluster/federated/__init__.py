@@ -8,7 +8,13 @@ share); ``Coordinator`` runs rounds of a ``models.federated`` strategy over it.
 
 from cluster.federated._checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cluster.federated._coordinator import Coordinator, RoundCallback
-from cluster.federated._cpu import CpuShare, bound_cpu_share, bound_thread, trainer_env
+from cluster.federated._cpu import (
+    CpuShare,
+    bound_cpu_share,
+    bound_thread,
+    call_bounded,
+    trainer_env,
+)
 from cluster.federated._host import TrainerActor, TrainerHost, TrainerSpec
 from cluster.federated._pool import (
     LocalTrainerPool,
@@ -36,6 +42,7 @@ __all__ = [
     "TrainerSpec",
     "bound_cpu_share",
     "bound_thread",
+    "call_bounded",
     "load_checkpoint",
     "sample_clients",
     "save_checkpoint",

@@ -26,8 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -109,6 +113,30 @@ def bound_thread(share: CpuShare, thread: int = 0) -> str:
     if niceness > os.getpriority(os.PRIO_PROCESS, thread):
         os.setpriority(os.PRIO_PROCESS, thread, niceness)
     return "nice"
+
+
+def call_bounded(share: CpuShare, fn: Callable[[], T]) -> T:
+    """``fn()`` on a thread of its own that runs with ``share``'s scheduling; its result.
+
+    For a coordinator on a node that also hosts a live pipeline (its aggregation, ONNX
+    export and evaluation then give way too) without changing the calling thread. The
+    thread is a daemon: an interrupted caller does not wait for the rounds to finish.
+    """
+    outcome: dict[str, Any] = {}
+
+    def bounded() -> None:
+        bound_thread(share)
+        try:
+            outcome["value"] = fn()
+        except BaseException as err:  # raised again in the caller's thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=bounded, name="bounded-cpu-share", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _threads() -> list[int]:

@@ -90,3 +90,25 @@ def test_cpus_bind_every_thread_to_those_cores():
     assert found["applied"]["cpus"] == [core]
     assert {tuple(cpus) for _, _, cpus in found["all"]} == {(core,)}
     assert found["later"][2] == [core]
+
+
+def test_call_bounded_runs_on_a_bounded_thread_and_leaves_the_callers_alone():
+    # prepare
+    from cluster.federated import CpuShare, call_bounded
+
+    def policy() -> int:
+        return os.sched_getscheduler(0)
+
+    def fails() -> None:
+        raise ValueError("round failed")
+
+    before = policy()
+
+    # execute
+    inside = call_bounded(CpuShare(), policy)
+
+    # assert
+    assert inside == os.SCHED_IDLE
+    assert policy() == before
+    with pytest.raises(ValueError, match="round failed"):
+        call_bounded(CpuShare(), fails)
