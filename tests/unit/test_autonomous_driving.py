@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from operators.driving import PinholeCamera
-from operators.recording import read_recording
+from operators import Context
+from operators.driving import DrivingSimulator, PinholeCamera
+from operators.recording import Replay, read_recording, write_recording
 from pipelines import Node, ValidationError
 from pipelines.autonomous_driving import PERCEPTION_RECORDED, RECORDED, V2V_TOPIC, build
 from pipelines.testing import run_local
@@ -50,6 +51,24 @@ def test_validates_against_the_local_fleet_and_fits_its_nodes(tmp_path):
     assert [(t.topic, t.operator, t.port) for t in p.subscribes] == [(V2V_TOPIC, "v2v", "v2v")]
     assert p.specs["sim"].rate_hz == 30.0 and p.time == "event"
     assert build(out_dir=tmp_path, realtime=False).specs["sim"].rate_hz is None
+
+
+def test_recorded_sensors_drive_the_vehicle_open_loop(tmp_path):
+    sim = DrivingSimulator("cut_in", seed=0, poll_hz=10.0, **FAST)
+    sim.setup(Context(operator="sim"))
+    drive = [out for _ in range(20) for out in sim.poll(0)]
+    write_recording(tmp_path / "sensors", drive, ports=("ego", "lidar", "camera"))
+    replay = Replay(tmp_path / "sensors", ports=("ego", "lidar", "camera"))
+    p = build(out_dir=tmp_path / "out", realtime=False, sensors=replay, **FAST)
+    p.validate(FLEET)
+    assert "sim" not in p.specs and p.specs["sensors"].operator is replay
+    assert [e.name for e in p.edges if e.feedback] == ["v2v.advisory->control.advisory"]
+
+    run = run_local(p)
+    assert not run.dead_letters and run.summary.identity_holds()
+    commands = [m for _, m in read_recording(tmp_path / "out" / "commands")]
+    assert len(commands) == sum(port == "ego" for port, _ in drive)  # one per ego sample
+    assert run.summary.sinks["ego_log"] == len(commands)
 
 
 def test_a_fleet_without_a_vehicle_is_rejected_naming_the_operator(tmp_path):
