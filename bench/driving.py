@@ -44,7 +44,8 @@
   beside it (``cpu_ms_per_frame_not_operators``) and the machine's total; ``max_fps``:
   camera frames per second through perception when the sensors are not paced
   (``realtime=False``: lossless, paced by back-pressure), and ``streams_at_30hz`` =
-  floor(max_fps / 30), how many 30 Hz cameras one vehicle node's pipeline sustains.
+  floor(max_fps / 30), how many 30 Hz cameras one vehicle node's pipeline sustains, with
+  the CPU per frame of that run and how many of the 2 cores were busy (``*_busy_cores``).
 
 Run: ``python -m bench.driving`` (``--quick``: fewer seeds and a shorter fleet run). The last
 line printed is one JSON object; a full run writes it to ``bench/results/driving.json``.
@@ -438,10 +439,14 @@ def on_fleet(duration_s: float, tmp: pathlib.Path) -> dict[str, Any]:
             f"{prefix}cpu_ms_per_frame_machine": round(1e3 * busy / camera.sent, 2),
         }
     for tag, key in (("replay-unpaced", "max_fps"), ("sim-unpaced", "closed_loop_max_fps")):
-        _, summary, _, _ = runs[tag]
+        ops, summary, cpu, busy = runs[tag]
         camera = next(a for e, a in summary.edges.items() if e.endswith("->perception.camera"))
         out[key] = round(camera.delivered / summary.duration_s, 2)
         out[f"{key}_identity_holds"] = summary.identity_holds()
+        out[f"{key}_busy_cores"] = round(busy / summary.duration_s, 2)  # of the machine's 2
+        out[f"{key}_cpu_ms_per_frame"] = _cpu_per_frame(cpu, camera.delivered, ops)[
+            "cpu_ms_per_frame"
+        ]
     out["streams_at_30hz"] = int(out["max_fps"] // 30)
     return out
 
