@@ -196,11 +196,21 @@ class ArrivalSink(Sink):
 
 
 def camera_pipeline(
-    name: str, registry: str | Path, nodes: list[str], *, rate_hz: float, model: str = "det@1"
+    name: str,
+    registry: str | Path,
+    nodes: list[str],
+    *,
+    rate_hz: float,
+    model: str = "det@1",
+    streams: int | None = None,
 ) -> Pipeline:
-    """Cameras on ``nodes[0]`` -> one detector replica per node (keyed by stream) -> sink."""
+    """Cameras on ``nodes[0]`` -> one detector replica per node (keyed by stream) -> sink.
+
+    ``streams`` cameras (one per node by default; fewer leave the last nodes' replicas
+    without traffic)."""
     p = Pipeline(name, models=str(registry))
-    p.source("cams", Cameras(len(nodes)), rate_hz=rate_hz, placement={"edge.node": nodes[0]})
+    cameras = Cameras(len(nodes) if streams is None else streams)
+    p.source("cams", cameras, rate_hz=rate_hz, placement={"edge.node": nodes[0]})
     detector = ObjectDetector(model=model, classes=None, carry=())
     detector.resources = Resources(num_cpus=0.2)  # old and new replica fit on a node together
     p.operator(

@@ -52,7 +52,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from models import ModelResolver
 from operators import Context, EndOfStream, Message, Operator
-from pipelines._channel import RESEND_BACKOFF_S, Link, Resequencer
+from pipelines._channel import RESEND_BACKOFF_S, Header, Link, Resequencer
 from pipelines._graph import Edge, OperatorSpec, Pipeline
 from pipelines._host import Host
 from pipelines._metrics import RayMetrics
@@ -72,6 +72,8 @@ ROLLOUT_NAMESPACE = "edgeray-rollouts"
 RECENT_SAMPLES = 512
 #: Operator calls quicker than this (moving average) run on the event loop's thread.
 INLINE_MS = 0.5
+#: Seconds between two samples of a link's ``in_flight`` gauge while it is busy.
+GAUGE_S = 0.1
 _EOS_RANK = 1 << 30
 
 
@@ -145,6 +147,7 @@ class OperatorActor:
         self.resequencers: dict[tuple[str, str], Resequencer] = {}
         self.order = count()
         self.handles: dict[str, Any] = {}
+        self.gauged: dict[Link, float] = {}  # when each link's gauge was last set
         self.edges = {e.name: e for e in pipeline.edges}
         self.topic_links: dict[str, list[Link]] = {}
         # downstream operator -> the actor serving each of its slots now (rollouts move them)
@@ -332,7 +335,8 @@ class OperatorActor:
         nice = os.getpriority(os.PRIO_PROCESS, 0)
         if restore_nice is not None:
             nice = restore_niceness(restore_nice)
-        return {"actor": self.actor, "warmed_with": used, "ms": round(took_ms, 2), "nice": nice}
+        return {"actor": self.actor, "pid": os.getpid(), "warmed_with": used,
+                "ms": round(took_ms, 2), "nice": nice}  # fmt: skip
 
     async def hold_boot(self, timeout_s: float) -> dict[str, Any]:
         """While a replacement of this replica starts on this node, hold what the raylet
@@ -383,9 +387,8 @@ class OperatorActor:
         }
 
     # -- called by producers --------------------------------------------------------
-    async def push(
-        self, edge: str, port: str, item: Message | EndOfStream, sender: str, seq: int, low: int
-    ) -> str:
+    async def push(self, item: Message | EndOfStream, header: Header) -> str:
+        edge, port, sender, seq, low = header
         future = self.loop.create_future()
         reseq = self.resequencers.setdefault((edge, sender), Resequencer())
         for entry in reseq.arrive(seq, low, (edge, port, item, sender, future)):
@@ -454,7 +457,7 @@ class OperatorActor:
             nonlocal method
             if method is None:  # looked up on first use: the consumer may start after us
                 method = self._handle(dst).push.options(enable_task_events=False)
-            return await method.remote(edge.name, edge.dst_port, item, self.actor, seq, low)
+            return await method.remote(item, (edge.name, edge.dst_port, self.actor, seq, low))
 
         return Link(edge, push, retryable=(RayActorError,), now=self.now,
                     restarting=(ActorUnavailableError,),
@@ -463,7 +466,14 @@ class OperatorActor:
                     on_drop=self._dropped)  # fmt: skip
 
     def _gauge(self, link: Link) -> None:
-        self.metrics.gauge("in_flight", link.in_flight, edge=link.edge.name)
+        """The link's ``in_flight`` gauge: a sample, so at most every ``GAUGE_S`` while
+        messages flow (a Ray metric call per message and link is measurable), and at once
+        when the link empties (the value it rests at)."""
+        now, in_flight = time.monotonic(), link.in_flight
+        if in_flight and now - self.gauged.get(link, 0.0) < GAUGE_S:
+            return
+        self.gauged[link] = now
+        self.metrics.gauge("in_flight", in_flight, edge=link.edge.name)
 
     def _dropped(self, link: Link, reason: str) -> None:
         # Drops the link decides (policy, rate limit, unplaceable, unroutable, lost consumer);

@@ -519,9 +519,10 @@ class RayExecutor:
         self._get([self._handle(a).pause.remote() for a in new.values()])
         producers = sorted({a for e in ctl.p.in_edges(self.op) for a in self._names(e.src)})
         self._get([self._handle(p).retarget.remote(self.op, new) for p in producers])
-        states = self._get([self._handle(a).handover.remote() for a in old.values()])
-        self._get([self._handle(new[i]).resume.remote(state)
-                   for i, state in zip(old, states, strict=True)])  # fmt: skip
+        # the old replica's state goes to the new one as soon as it is handed over (Ray passes
+        # the result on), not back through this controller first: the slot waits less
+        self._get([self._handle(new[i]).resume.remote(self._handle(a).handover.remote())
+                   for i, a in old.items()])  # fmt: skip
         now = time.monotonic_ns()
         with ctl.lock:
             for s in slots:

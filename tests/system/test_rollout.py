@@ -362,3 +362,66 @@ def test_a_rollout_failing_midway_puts_the_moved_slots_back(ray_cluster):
     assert all(t[-1] == "a" for t in tags.values())  # every stream back on the old version
     assert "b" in tags["cam-1"] + tags["cam-2"]  # the two slots that had moved
     assert set(tags["cam-0"]) == {"a"}
+
+
+def test_fleet_update_moves_every_pipeline_using_the_model_and_loses_nothing(ray_cluster, registry):
+    from conftest import run_in_background
+
+    runtimes = [
+        Runtime(camera_pipeline(name, registry, NODES, rate_hz=30.0, model="det@1"))
+        for name in ("fleet-a", "fleet-b")
+    ]
+    for runtime in runtimes:
+        runtime.deploy()
+    sinks = [r.actors[f"{r.p.name}/out#0"] for r in runtimes]
+    with run_in_background(runtimes[0], 120) as run_a, run_in_background(runtimes[1], 120) as run_b:
+        for sink in sinks:
+            scenario._wait_progress(sink, 30)
+        records = _rollout.fleet_update(
+            "det@2", RolloutRequest(operator="", strategy="rolling", min_frames=5), timeout_s=90
+        )
+        for sink in sinks:
+            scenario._wait_progress(sink, scenario.ray_progress(sink) + 30)
+
+    assert [(r["pipeline"], r["operator"], r["state"]) for r in records] == [
+        ("fleet-a", "detector", "completed"), ("fleet-b", "detector", "completed")
+    ]  # fmt: skip
+    old, new = label("det@1"), label("det@2")
+    for runtime, run in zip(runtimes, (run_a, run_b), strict=True):
+        received = [x for s in runtime.stats if s["operator"] == "out" for x in s["snapshot"]]
+        out = scenario.Outcome(run["summary"], runtime.stats, None, None, (0, 0), received)
+        assert_every_frame_accounted(out)
+        for cam, versions in out.versions().items():
+            assert one_switch(versions, old, new), f"{runtime.p.name} {cam}: {Counter(versions)}"
+
+
+def test_a_slot_without_traffic_is_warmed_on_its_model_signature_before_it_serves(
+    ray_cluster, registry
+):
+    pipeline = camera_pipeline("idle-slot", registry, NODES, rate_hz=RATE_HZ, streams=2)
+    request = RolloutRequest(operator="detector", model="det@2", strategy="rolling", min_frames=0)
+    out = scenario.run_rollout(pipeline, request, before=45, after=45, timeout_s=120)
+
+    assert out.error is None and out.record["state"] == "completed", out.record
+    assert_every_frame_accounted(out)
+    boot = {b["slot"]: b for b in out.record["boot"]}
+    assert boot["0"]["warmed_with"] == "the first input of its slot (cam-0 #0)"
+    assert boot["1"]["warmed_with"] == "the first input of its slot (cam-1 #0)"
+    assert boot["2"]["warmed_with"] == "1 model session(s) on a signature input"
+    assert {m.source for m, _ in out.received} == {"cam-0", "cam-1"}  # slot 2: no traffic
+
+
+def test_a_new_replica_boots_held_below_the_stream_and_serves_at_its_niceness(
+    ray_cluster, registry
+):
+    pipeline = camera_pipeline("held-boot", registry, NODES, rate_hz=RATE_HZ)
+    request = RolloutRequest(operator="detector", model="det@2", strategy="rolling", min_frames=0)
+    out = scenario.run_rollout(pipeline, request, before=30, after=30, timeout_s=120)
+
+    assert out.error is None and out.record["state"] == "completed", out.record
+    assert_every_frame_accounted(out)
+    assert len(out.record["boot"]) == 3
+    for b in out.record["boot"]:
+        assert b["not_held_because"] == ""  # a root / CAP_SYS_NICE test machine
+        assert b["held_pids"] == [b["pid"]], b  # the new replica's process, and nothing else
+        assert b["nice"] == 15  # Ray's worker niceness, as the replica it replaced
