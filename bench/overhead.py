@@ -246,7 +246,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     frames = 120 if args.quick else 600
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # address="local": a new instance even where a `ray start` cluster (or its stale
+    # /tmp/ray/ray_current_cluster file) is around
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         # warm both arms once (worker start-up is not what we measure)
         raw_chain(10, None)

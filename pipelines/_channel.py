@@ -37,6 +37,10 @@ from pipelines._summary import EdgeAccount
 #: settled, so a consumer (even a restarted one) knows where the link's order starts.
 Push = Callable[[Message | EndOfStream, int, int], Awaitable[str]]
 
+#: What travels beside a pushed item, as one plain tuple (a Ray call pays per argument):
+#: ``(edge name, consumer port, sender actor, seq, low)``.
+Header = tuple[str, str, str, int, int]
+
 #: Priority of end-of-stream: after every message queued before it.
 _EOS_RANK = 1 << 30
 #: Pushes of one message to a consumer that keeps dying before it is counted lost.

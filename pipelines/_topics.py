@@ -15,7 +15,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from operators import EndOfStream, Message
-from pipelines._channel import Link
+from pipelines._channel import Header, Link
 from pipelines._graph import Edge
 from pipelines._summary import EdgeAccount
 
@@ -52,16 +52,14 @@ class TopicBroker:
                 handle = ray.get_actor(actor, namespace=namespace)
                 self.handles[(namespace, actor)] = handle
             sender = f"topic:{self.topic}"
-            return await handle.push.remote(edge.name, port, item, sender, seq, low)
+            return await handle.push.remote(item, (edge.name, port, sender, seq, low))
 
         return Link(
             edge, push, retryable=(RayActorError,), restarting=(ActorUnavailableError,),
             now=time.time_ns,
         )  # fmt: skip
 
-    async def push(
-        self, edge: str, port: str, item: Message | EndOfStream, sender: str, seq: int, low: int
-    ) -> str:
+    async def push(self, item: Message | EndOfStream, header: Header) -> str:
         if isinstance(item, Message):
             for links, turn in self.subscriptions.values():
                 await links[next(turn) % len(links)].send(item)
