@@ -335,7 +335,8 @@ class OperatorActor:
         nice = os.getpriority(os.PRIO_PROCESS, 0)
         if restore_nice is not None:
             nice = restore_niceness(restore_nice)
-        return {"actor": self.actor, "warmed_with": used, "ms": round(took_ms, 2), "nice": nice}
+        return {"actor": self.actor, "pid": os.getpid(), "warmed_with": used,
+                "ms": round(took_ms, 2), "nice": nice}  # fmt: skip
 
     async def hold_boot(self, timeout_s: float) -> dict[str, Any]:
         """While a replacement of this replica starts on this node, hold what the raylet
