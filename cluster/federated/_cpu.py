@@ -18,7 +18,7 @@ threads started later inherit it.
 The thread caps of BLAS / OpenMP pools are read once, when the library loads:
 ``trainer_env`` goes into the actor's ``runtime_env`` so they hold before the
 worker imports numpy; ``bound_cpu_share`` applies what can still change at run
-time (OpenCV, PyTorch, scheduling class, affinity). Trainers run no ONNX Runtime
+time (OpenCV, PyTorch, scheduling class). Trainers run no ONNX Runtime
 session (they train in numpy or PyTorch); ONNX export happens on the coordinator.
 """
 
@@ -48,14 +48,13 @@ class CpuShare:
 
     ``threads`` per thread pool; ``idle``: run every thread under ``SCHED_IDLE``
     where the OS has it, else add ``niceness`` (0-19) to what the process has;
-    ``cpus``: the cores it may run on (``None``: any); ``num_cpus``: Ray's bookkeeping.
+    ``num_cpus``: Ray's bookkeeping.
     """
 
     threads: int = 1
     idle: bool = True
     niceness: int = 10
     num_cpus: float = 0.25
-    cpus: tuple[int, ...] | None = None
 
 
 def trainer_env(share: CpuShare) -> dict[str, str]:
@@ -68,10 +67,10 @@ def trainer_env(share: CpuShare) -> dict[str, str]:
 
 
 def bound_cpu_share(share: CpuShare) -> dict[str, Any]:
-    """Apply ``share`` to this process: thread caps that still can change, scheduling, cores.
+    """Apply ``share`` to this process: thread caps that still can change, and scheduling.
 
     Returns what holds afterwards so a caller can report it: ``policy`` (``"idle"``:
-    SCHED_IDLE, ``"nice"``: niceness only), ``niceness``, ``threads``, ``cpus``.
+    SCHED_IDLE, ``"nice"``: niceness only), ``niceness``, ``threads``.
     """
     os.environ.update(trainer_env(share))
     import cv2
@@ -88,21 +87,18 @@ def bound_cpu_share(share: CpuShare) -> dict[str, Any]:
         with contextlib.suppress(ProcessLookupError):  # the thread ended since it was listed
             applied.add(bound_thread(share, thread))
     policy = "idle" if applied == {"idle"} else "nice"
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {"policy": policy, "niceness": os.nice(0), "threads": share.threads, "cpus": cpus}
+    return {"policy": policy, "niceness": os.nice(0), "threads": share.threads}
 
 
 def bound_thread(share: CpuShare, thread: int = 0) -> str:
-    """Give one thread (``0``: the calling one) ``share``'s scheduling and cores; returns the
-    policy applied (on Linux both belong to a thread, not to its process).
+    """Give one thread (``0``: the calling one) ``share``'s scheduling; returns the policy
+    applied (on Linux a scheduling class belongs to a thread, not to its process).
 
     ``"idle"`` when ``share.idle`` and the OS lets the thread move to ``SCHED_IDLE``,
     else ``"nice"``: ``share.niceness`` added to the thread's own (at most 19). Ray
     already starts its workers at nice 15, the live pipeline's too, so an absolute
     niceness would change nothing there.
     """
-    if share.cpus is not None:
-        os.sched_setaffinity(thread, share.cpus)
     if share.idle and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
@@ -140,7 +136,7 @@ def call_bounded(share: CpuShare, fn: Callable[[], T]) -> T:
 
 
 def _threads() -> list[int]:
-    """This process's thread ids (on Linux threads inherit scheduling class, niceness and
-    cores only when they start; elsewhere, the process)."""
+    """This process's thread ids (on Linux threads inherit scheduling class and niceness
+    only when they start; elsewhere, the process)."""
     tasks = "/proc/self/task"
     return [int(t) for t in os.listdir(tasks)] if os.path.isdir(tasks) else [0]
