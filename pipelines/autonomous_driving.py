@@ -111,8 +111,9 @@ PERCEPTION_RECORDED = {
     "objects": "perception.objects", "lane_log": "perception.lanes",
     "sign_log": "perception.signs",
 }  # fmt: skip
-#: Streams recorded in full even in real time (rare, and what an incident review needs).
-EVENTS = ("safety_events", "emergencies")
+#: Streams recorded in full even in real time: what an incident review needs (every
+#: command with its reason, the first emergency brake included; safety events are rare).
+IN_FULL = ("commands", "safety_events", "emergencies")
 #: How often the V2V handler needs the ego's position (it only measures distances to
 #: other vehicles' emergencies, within hundreds of metres).
 POSITION_HZ = 5.0
@@ -156,8 +157,8 @@ def build(
     simulator at ``poll_hz`` (simulated seconds per poll) in real time, else as fast as the
     loop allows. ``camera_hz`` / ``camera``: the camera's rate and model.
     ``camera_record_hz``: raw frames recorded per simulated second. ``record_hz``: in real
-    time, the most messages per second recorded of each ego, command and perception
-    stream (the rest dropped as ``rate-limit``, counted; safety events and emergencies are
+    time, the most messages per second recorded of the ego and perception streams (the
+    rest dropped as ``rate-limit``, counted; commands, safety events and emergencies are
     always recorded in full; ``None``: everything), so recording never takes the vehicle's
     CPU from its control loop; as fast as possible, everything is recorded.
     ``lidar_deadline_ms``: a lidar scan older than this (simulated time, against the newest
@@ -221,7 +222,7 @@ def build(
     for name, out_port in recorded.items():
         p.connect(out_port, f"{name}.{out_port.split('.')[1]}", policy=records,
                   window=32 if realtime else 8,
-                  rate_hz=None if name in EVENTS else record_rate)  # fmt: skip
+                  rate_hz=None if name in IN_FULL else record_rate)  # fmt: skip
     p.connect(f"{src}.camera", "camera_log.camera", policy="drop-oldest", window=2,
               rate_hz=camera_record_hz)  # fmt: skip
     return p

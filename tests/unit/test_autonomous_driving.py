@@ -53,6 +53,18 @@ def test_validates_against_the_local_fleet_and_fits_its_nodes(tmp_path):
     assert build(out_dir=tmp_path, realtime=False).specs["sim"].rate_hz is None
 
 
+def test_in_real_time_the_hub_takes_high_rate_streams_at_record_hz_and_commands_in_full(
+    tmp_path,
+):
+    rates = {e.name: e.rate_hz for e in build(out_dir=tmp_path, record_hz=5.0).edges}
+    assert rates["sim.ego->ego_log.ego"] == rates["perception.lanes->lane_log.lanes"] == 5.0
+    assert rates["control.control->commands.control"] is None  # every command, with its reason
+    assert rates["control.emergency->emergencies.emergency"] is None
+    assert rates["sim.ego->control.ego"] is None  # the control loop takes every sample
+    lossless = build(out_dir=tmp_path, realtime=False, record_hz=5.0).edges
+    assert all(e.rate_hz is None for e in lossless if e.dst in {"ego_log", "lane_log"})
+
+
 def test_recorded_sensors_drive_the_vehicle_open_loop(tmp_path):
     sim = DrivingSimulator("cut_in", seed=0, poll_hz=10.0, **FAST)
     sim.setup(Context(operator="sim"))
