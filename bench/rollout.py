@@ -25,7 +25,12 @@ Figures, each against a peer measured in the same run:
   ``p99_ratio_bare_actor_starts``: the peer without edgeray in it, the same
   ratio while a bare Ray actor (no operator, no model) starts on each node in
   turn, one every ~0.8 s like the rolling batches: what starting any Ray
-  worker process costs the stream on these shared cores.
+  worker process costs the stream on these shared cores (Ray boots a worker
+  at the raylet's nice 0 for ~0.4 s of CPU before it lowers itself to 15;
+  a rollout holds its new replicas' boot at nice 19, ``pipelines._replica_start``,
+  so the peer is what the rollout would cost without that).
+  ``boot_held_replicas``: of the replicas the median run started, how many
+  booted held below the stream (``held/started``).
   ``other_load_cores_steady`` / ``..._during_upgrade`` (``..._runs``: every
   run's pair): cores that processes outside the benchmark kept busy in each
   window (``OtherLoad``). Ray runs its workers at nice 15, so anything else on
@@ -445,6 +450,10 @@ def upgrade_latency(rolling: Outcome, others: OtherLoad) -> dict[str, Any]:
         "p99_ratio_while_starting": _ratio(in_phases("Start"), p99_steady),
         "p99_ratio_while_switching": _ratio(switching, p99_steady),
         "frames_while_switching": len(switching),
+        "boot_held_replicas": "{}/{}".format(
+            sum(1 for b in (rolling.record or {}).get("boot", []) if b["held_pids"]),
+            len((rolling.record or {}).get("boot", [])),
+        ),
         "other_load_cores_steady": others.cores((first + began) / 2e9, began / 1e9),
         "other_load_cores_during_upgrade": others.cores(began / 1e9, ended / 1e9),
     }

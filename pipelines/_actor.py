@@ -332,6 +332,9 @@ class OperatorActor:
             await self._operator(lambda: list(self.host.op.process(port, resolved) or ()))
             used = f"the first input of its slot ({message.source} #{message.seq})"
         took_ms = (time.perf_counter() - started) * 1e3
+        for actors in self.targets.values():  # its consumers' handles, before traffic comes
+            for actor in actors:
+                self._handle(actor)
         nice = os.getpriority(os.PRIO_PROCESS, 0)
         if restore_nice is not None:
             nice = restore_niceness(restore_nice)
@@ -353,8 +356,11 @@ class OperatorActor:
         """Hold what arrives until ``resume`` (a slot switching back to this replica)."""
         self.running.clear()
 
-    async def handover(self) -> Any:
-        """Once nothing reaches this replica any more: settle its outputs, return its state."""
+    async def handover(self, *after: Any) -> Any:
+        """Once nothing reaches this replica any more: settle its outputs, return its state.
+
+        ``after``: the producers' ``retarget`` results (Ray runs this once they are in, with
+        no round trip through the rollout controller between them)."""
         self.retiring = True  # ticks stop: a replica without traffic must not emit
         await self.drain()
         return await self._operator(self.host.op.snapshot)

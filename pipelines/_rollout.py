@@ -518,10 +518,11 @@ class RayExecutor:
         new = {s.index: s.actors[action.version] for s in slots}
         self._get([self._handle(a).pause.remote() for a in new.values()])
         producers = sorted({a for e in ctl.p.in_edges(self.op) for a in self._names(e.src)})
-        self._get([self._handle(p).retarget.remote(self.op, new) for p in producers])
-        # the old replica's state goes to the new one as soon as it is handed over (Ray passes
-        # the result on), not back through this controller first: the slot waits less
-        self._get([self._handle(new[i]).resume.remote(self._handle(a).handover.remote())
+        retargeted = [self._handle(p).retarget.remote(self.op, new) for p in producers]
+        # retarget -> handover -> resume chained by their results: each step starts as soon as
+        # Ray has the one before, not after a round trip through this controller (frames for
+        # the slot wait at the new replica meanwhile)
+        self._get([self._handle(new[i]).resume.remote(self._handle(a).handover.remote(*retargeted))
                    for i, a in old.items()])  # fmt: skip
         now = time.monotonic_ns()
         with ctl.lock:

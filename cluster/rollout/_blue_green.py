@@ -1,6 +1,10 @@
 """``BlueGreen``: start the whole new set warm, switch all traffic at once, keep the old
 set warm for ``window_ns`` and switch back if the gate is breached in that window.
 
+The new set is one ``Start`` of every slot: the executor starts all its replicas at
+once (each process booting below the stream on its node, see ``pipelines._rollout``),
+so the set is ready in about the time of one replica, not of one per node.
+
 >>> from cluster.rollout._state import Observed, Slot
 >>> seen = Observed("v1", "v2", (Slot("0", "n1", "v1"), Slot("1", "n2", "v1")))
 >>> BlueGreen(now=lambda: 0).plan(seen)
