@@ -459,11 +459,11 @@ class OperatorActor:
     def _link(self, edge: Edge, dst: str) -> Link:
         method = None
 
-        async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
+        def push(item: Message | EndOfStream, seq: int, low: int) -> ray.ObjectRef:
             nonlocal method
             if method is None:  # looked up on first use: the consumer may start after us
                 method = self._handle(dst).push.options(enable_task_events=False)
-            return await method.remote(item, (edge.name, edge.dst_port, self.actor, seq, low))
+            return method.remote(item, (edge.name, edge.dst_port, self.actor, seq, low))
 
         return Link(edge, push, retryable=(RayActorError,), now=self.now,
                     restarting=(ActorUnavailableError,),

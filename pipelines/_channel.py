@@ -34,7 +34,9 @@ from pipelines._policies import Accept, Evict, RateLimit, Wait, policy
 from pipelines._summary import EdgeAccount
 
 #: ``push(item, seq, low)``: ``seq`` numbers pushes on the link; every push below ``low`` is
-#: settled, so a consumer (even a restarted one) knows where the link's order starts.
+#: settled, so a consumer (even a restarted one) knows where the link's order starts. It is
+#: called the moment the window has room and may send right then (a Ray call is submitted
+#: synchronously), returning what to await for the consumer's answer.
 Push = Callable[[Message | EndOfStream, int, int], Awaitable[str]]
 
 #: What travels beside a pushed item, as one plain tuple (a Ray call pays per argument):
@@ -200,16 +202,26 @@ class Link:
             entry = self.queue.pop(0)
             seq = next(self.push_seq)
             self.pushing[seq] = entry
-            task = asyncio.get_running_loop().create_task(self._deliver(entry, seq))
+            loop = asyncio.get_running_loop()
+            try:  # sent now, not a loop turn later when the delivery task first runs
+                answer = self.push(entry.item, seq, min(self.pushing))
+            except Exception as err:  # a push that fails at once is retried like any other
+                answer = loop.create_future()
+                answer.set_exception(err)
+            if asyncio.iscoroutine(answer):  # an ``async def`` push: it runs from now on too
+                answer = loop.create_task(answer)
+            task = loop.create_task(self._deliver(entry, seq, answer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         self.on_change(self)
 
-    async def _deliver(self, entry: _Entry, seq: int) -> None:
+    async def _deliver(self, entry: _Entry, seq: int, answer: Awaitable[str]) -> None:
         status, answered = "dropped:lost-consumer", False
         for attempt in count(1):
             try:
-                status = await self.push(entry.item, seq, min(self.pushing))
+                if attempt > 1:
+                    answer = self.push(entry.item, seq, min(self.pushing))
+                status = await answer
                 answered, self.unavailable_since = True, None
                 break
             except self.restarting:

@@ -46,13 +46,13 @@ class TopicBroker:
     def _link(self, actor: str, port: str, namespace: str, window: int) -> Link:
         edge = Edge(f"topic:{self.topic}", "out", actor, port, policy="drop-oldest", window=window)
 
-        async def push(item: Message | EndOfStream, seq: int, low: int) -> str:
+        def push(item: Message | EndOfStream, seq: int, low: int) -> ray.ObjectRef:
             handle = self.handles.get((namespace, actor))
             if handle is None:
                 handle = ray.get_actor(actor, namespace=namespace)
                 self.handles[(namespace, actor)] = handle
             sender = f"topic:{self.topic}"
-            return await handle.push.remote(item, (edge.name, port, sender, seq, low))
+            return handle.push.remote(item, (edge.name, port, sender, seq, low))
 
         return Link(
             edge, push, retryable=(RayActorError,), restarting=(ActorUnavailableError,),
