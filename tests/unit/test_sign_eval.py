@@ -49,7 +49,7 @@ def test_real_held_out_images_report_accuracy_recall_and_confusions(held_out_gts
     assert len(summary["recall_per_class"]) == 43
     wrong = int((evaluation.truth != evaluation.predicted).sum())
     assert sum(c["count"] for c in summary["confusions"]) <= wrong
-    assert evaluation.accuracy >= 0.65  # MANIFEST.md of the model states the measured figure
+    assert evaluation.accuracy >= 0.85  # MANIFEST.md of the model states the measured figure
 
 
 def test_a_simulator_written_folder_is_recognised(tmp_path):
@@ -58,7 +58,7 @@ def test_a_simulator_written_folder_is_recognised(tmp_path):
     evaluation = evaluate_signs(tmp_path)
 
     assert len(evaluation.truth) == 86
-    assert evaluation.accuracy >= 0.85, report(evaluation)  # MANIFEST.md: 92 % on such crops
+    assert evaluation.accuracy >= 0.85, report(evaluation)  # MANIFEST.md: 89.5 % on such crops
 
 
 def test_summary_figures_from_known_predictions():

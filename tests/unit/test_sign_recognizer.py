@@ -99,8 +99,8 @@ def test_held_out_real_gtsrb_images_classified_by_the_operator(recognizer):
     test = np.array(gtsrb_split(folder.files, folder.class_ids)) == "test"
     probs = recognizer.classify(folder.images[test])
     accuracy = float((probs.argmax(axis=1) == folder.class_ids[test]).mean())
-    # The committed model's MANIFEST.md reports its accuracy on exactly these 129 images.
-    assert accuracy >= 0.65, accuracy
+    # MANIFEST.md of the committed model: 87.6 % on these 129 images uncut (88.4 % ROI-cut).
+    assert accuracy >= 0.85, accuracy
 
 
 def test_detector_boxes_are_classified_even_without_colour(recognizer):
