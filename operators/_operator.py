@@ -70,12 +70,23 @@ class Port:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one replica needs: fractional CPUs, memory (bytes), GPUs, custom resources."""
+    """What one replica needs: fractional CPUs, memory (bytes), GPUs, custom resources.
+
+    ``niceness`` (0-19) is added to the replica's scheduling niceness (at most 19): on
+    cores that several replicas share, an operator that may fall behind without harm
+    (perception that drops stale frames) gives way to one that must not (a control loop).
+    Ray's CPU counts are bookkeeping only; this is what the OS scheduler sees.
+    """
 
     num_cpus: float = 0.25
     memory: int = 0
     num_gpus: float = 0.0
     custom: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    niceness: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.niceness, int) and 0 <= self.niceness <= 19):
+            raise ValueError(f"Resources.niceness must be an integer 0-19, not {self.niceness!r}")
 
     def as_dict(self) -> dict[str, float]:
         """In the shape of a node's resource table (``CPU``, ``memory``, ``GPU``, custom)."""

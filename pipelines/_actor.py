@@ -137,6 +137,9 @@ class OperatorActor:
             metrics=self.metrics,
             models=ModelResolver.at(pipeline.models),  # touches nothing until a model is used
         )
+        extra = self.spec.operator.resources.niceness
+        if extra:  # before setup: threads the operator starts inherit it
+            restore_niceness(min(19, os.getpriority(os.PRIO_PROCESS, 0) + extra))
         self.host = Host(self.spec, me.index, ctx, wall=time.time_ns, version=version)
         self.host.setup()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="operator")
@@ -196,7 +199,7 @@ class OperatorActor:
     async def ready(self) -> dict[str, Any]:
         """Where this replica runs, as seen from inside it."""
         return {"actor": self.actor, "node_id": self.node_id, "labels": self.labels,
-                "pid": os.getpid()}  # fmt: skip
+                "pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}  # fmt: skip
 
     async def start(self, unplaceable: list[str]) -> None:
         """Mark links to replicas that could not be placed, then start polling / ticking."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -135,6 +136,34 @@ def test_actors_land_on_nodes_matching_their_selectors(ray_cluster):
     }
     assert summary.sinks == {"out": 10}
     assert summary.identity_holds()
+
+
+class Yielding(Pass):
+    """``Pass`` that gives way on shared cores (``Resources.niceness``)."""
+
+    resources = Resources(num_cpus=0.1, niceness=3)
+
+
+def test_an_operator_s_niceness_is_added_to_every_thread_of_its_replica(ray_cluster):
+    p = Pipeline("niceness")
+    p.source("src", Counter(limit=20), rate_hz=200)
+    p.operator("plain", Pass())
+    p.operator("yields", Yielding())
+    p.sink("out", ListSink())
+    p.connect("src", "plain")
+    p.connect("plain", "yields")
+    p.connect("yields", "out")
+    runtime = Runtime(p)
+    runtime.deploy()
+    base = runtime.placed["niceness/plain#0"]["nice"]
+    yields = runtime.placed["niceness/yields#0"]
+    assert yields["nice"] == min(19, base + 3)
+    threads = os.listdir(f"/proc/{yields['pid']}/task")  # the local cluster: this machine
+    assert {os.getpriority(os.PRIO_PROCESS, int(t)) for t in threads} == {min(19, base + 3)}
+    runtime.start()
+    runtime.wait(timeout_s=60)
+    summary = runtime.finish()
+    assert summary.sinks == {"out": 20} and summary.identity_holds()
 
 
 def test_slow_sink_bounds_in_flight_and_block_loses_nothing(ray_cluster):

@@ -818,3 +818,10 @@ def test_problem_messages_never_leak_reprs_of_objects():
 
     # assert
     assert not re.search(r"<\w+ object at 0x", problem)
+
+
+def test_an_operator_niceness_outside_0_to_19_is_refused():
+    with pytest.raises(ValueError, match="niceness must be an integer 0-19"):
+        Resources(niceness=20)
+    with pytest.raises(ValueError, match="niceness"):
+        Resources(niceness=-1)
