@@ -84,7 +84,9 @@ class VehiclePerception(_Chain):
 
     inputs = (Port("camera", {"image": _IMAGE}), Port("lidar", {"points": _POINTS}))
     outputs = ("lanes", "objects", "signs")
-    resources = Resources(num_cpus=0.4)
+    # Perception may fall behind (its camera edge keeps only the latest frame); the control
+    # loop on the same cores must not: it gives way (niceness 4 over Ray's worker 15).
+    resources = Resources(num_cpus=0.4, niceness=4)
 
     def __init__(
         self,
