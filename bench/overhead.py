@@ -18,13 +18,18 @@ Three comparisons, each against a peer measured in the same run:
   ``parallel_ceiling_speedup``: two plain processes (no Ray) each running the
   same four functions one after the other on half the frames, over one process
   on all of them: the most any runtime can get from these cores for this work
-  (shared caches and memory bandwidth keep it under 2).
+  (shared caches and memory bandwidth keep it under 2; it reads above 2 when the
+  sequential run it is divided by was slowed by something else).
 - ``stage_cpu_ms_per_frame_ratio``: CPU time (from ``/proc``) one pass-through stage
   spends per frame in the throughput run, edgeray over raw Ray: what a hop costs.
 
-Run: ``python -m bench.overhead`` (``--quick`` for a run under a minute). The
-last line printed is one JSON object; a full run writes it to
-``bench/results/overhead.json``, a quick one to ``overhead.quick.json``.
+A full run does every arm in 3 rounds (each peer right after its edgeray arm) and
+reports each ratio's median round, every round's ratio beside it (``*_runs``) and
+the median of each absolute figure: the ratios move by 10-20% between runs on
+this shared machine. Run: ``python -m bench.overhead`` (about 4.5 minutes;
+``--quick``: one round, under a minute). The last line printed is one JSON
+object; a full run writes it to ``bench/results/overhead.json``, a quick one to
+``overhead.quick.json``.
 """
 
 from __future__ import annotations
@@ -258,8 +263,9 @@ def _ceiling_worker(ready, results, frames: int, repeats: int) -> None:
     results.put((start, time.monotonic()))
 
 
-def parallel_ceiling(frames: int, repeats: int, seq_fps: float) -> float:
-    """Frames/s of two plain processes sharing ``frames`` over ``seq_fps`` (no Ray)."""
+def parallel(frames: int, repeats: int) -> float:
+    """Frames/s of two plain processes (no Ray) sharing ``frames``, each running the stages
+    one after the other."""
     context = multiprocessing.get_context("spawn")  # no fork of a process running Ray
     ready, results = context.Barrier(2), context.Queue()
     workers = [
@@ -272,7 +278,48 @@ def parallel_ceiling(frames: int, repeats: int, seq_fps: float) -> float:
     for w in workers:
         w.join()
     wall = max(end for _, end in spans) - min(start for start, _ in spans)
-    return (frames // 2 * 2) / wall / seq_fps
+    return (frames // 2 * 2) / wall
+
+
+#: Each reported ratio: (numerator, denominator) among one round's figures.
+RATIOS = {
+    "per_hop_latency_ratio": ("edgeray_p50_latency_ms", "raw_ray_p50_latency_ms"),
+    "throughput_ratio": ("edgeray_fps", "raw_ray_fps"),
+    "pipelining_speedup": ("pipelined_fps", "sequential_fps"),
+    "stage_cpu_ms_per_frame_ratio": (
+        "edgeray_stage_cpu_ms_per_frame",
+        "raw_ray_stage_cpu_ms_per_frame",
+    ),
+    "raw_ray_pipelining_speedup": ("raw_ray_pipelined_fps", "sequential_fps"),
+    "parallel_ceiling_speedup": ("parallel_fps", "sequential_fps"),
+}
+RATE_HZ = 30.0
+
+
+def one_round(frames: int, repeats: int) -> dict[str, float]:
+    """Every arm once, each peer right after its edgeray arm."""
+    chain = [Pass() for _ in range(STAGES)]
+    e_lat, _, _ = edgeray_chain(chain, frames // 3, RATE_HZ)
+    r_lat, _, _ = raw_chain(frames // 3, RATE_HZ)
+    _, e_fps, e_cpu = edgeray_chain([Pass() for _ in range(STAGES)], frames, None)
+    _, r_fps, r_cpu = raw_chain(frames, None)
+    cpu_frames = frames // 4
+    seq_fps = sequential(cpu_frames, repeats)
+    parallel_fps = parallel(cpu_frames, repeats)
+    _, pipe_fps, _ = edgeray_chain([Work(repeats) for _ in range(STAGES)], cpu_frames, None)
+    _, raw_pipe_fps, _ = raw_chain(cpu_frames, None, repeats)
+    return {
+        "edgeray_p50_latency_ms": e_lat,
+        "raw_ray_p50_latency_ms": r_lat,
+        "edgeray_fps": e_fps,
+        "raw_ray_fps": r_fps,
+        "edgeray_stage_cpu_ms_per_frame": e_cpu,
+        "raw_ray_stage_cpu_ms_per_frame": r_cpu,
+        "pipelined_fps": pipe_fps,
+        "raw_ray_pipelined_fps": raw_pipe_fps,
+        "sequential_fps": seq_fps,
+        "parallel_fps": parallel_fps,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -284,45 +331,30 @@ def main(argv: list[str] | None = None) -> dict:
     # address="local": a new instance even where a `ray start` cluster (or its stale
     # /tmp/ray/ray_current_cluster file) is around
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    rounds = 1 if args.quick else 3
+    runs: list[dict[str, float]] = []
     try:
         # warm both arms once (worker start-up is not what we measure)
         raw_chain(10, None)
         edgeray_chain([Pass() for _ in range(STAGES)], 10, None)
-        rate = 30.0
-        e_lat, _, _ = edgeray_chain([Pass() for _ in range(STAGES)], frames // 2, rate)
-        r_lat, _, _ = raw_chain(frames // 2, rate)
-        _, e_fps, e_cpu = edgeray_chain([Pass() for _ in range(STAGES)], frames, None)
-        _, r_fps, r_cpu = raw_chain(frames, None)
         repeats = calibrate()
-        cpu_frames = frames // 4
-        seq_fps = sequential(cpu_frames, repeats)
-        ceiling = parallel_ceiling(cpu_frames, repeats, seq_fps)
-        _, pipe_fps, _ = edgeray_chain([Work(repeats) for _ in range(STAGES)], cpu_frames, None)
-        _, raw_pipe_fps, _ = raw_chain(cpu_frames, None, repeats)
+        for _ in range(rounds):
+            runs.append(one_round(frames, repeats))
     finally:
         ray.shutdown()
-    figures = {
-        "per_hop_latency_ratio": round(e_lat / r_lat, 3),
-        "throughput_ratio": round(e_fps / r_fps, 3),
-        "pipelining_speedup": round(pipe_fps / seq_fps, 3),
-        "edgeray_p50_latency_ms": round(e_lat, 2),
-        "raw_ray_p50_latency_ms": round(r_lat, 2),
-        "latency_rate_hz": rate,
-        "edgeray_fps": round(e_fps, 1),
-        "raw_ray_fps": round(r_fps, 1),
-        "stage_cpu_ms_per_frame_ratio": round(e_cpu / r_cpu, 3),
-        "edgeray_stage_cpu_ms_per_frame": round(e_cpu, 2),
-        "raw_ray_stage_cpu_ms_per_frame": round(r_cpu, 2),
-        "raw_ray_pipelining_speedup": round(raw_pipe_fps / seq_fps, 3),
-        "parallel_ceiling_speedup": round(ceiling, 3),
-        "pipelined_fps": round(pipe_fps, 1),
-        "raw_ray_pipelined_fps": round(raw_pipe_fps, 1),
-        "sequential_fps": round(seq_fps, 1),
-        "stage_repeats": repeats,
-        "frames": frames,
-        "cores": os.cpu_count(),
-        "quick": args.quick,
-    }
+
+    def median(key: str) -> float:
+        return statistics.median(run[key] for run in runs)
+
+    figures: dict[str, object] = {}
+    for name, (num, den) in RATIOS.items():
+        ratios = [run[num] / run[den] for run in runs]
+        figures[name] = round(statistics.median(ratios), 3)
+        if rounds > 1:
+            figures[f"{name}_runs"] = [round(r, 3) for r in ratios]
+    figures |= {key: round(median(key), 2) for key in runs[0]}
+    figures |= {"latency_rate_hz": RATE_HZ, "stage_repeats": repeats, "frames": frames,
+                "rounds": rounds, "cores": os.cpu_count(), "quick": args.quick}  # fmt: skip
     out = Path(__file__).parent / "results" / f"overhead{'.quick' if args.quick else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
