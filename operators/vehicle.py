@@ -20,10 +20,9 @@ read also yields no lanes), as it would for any operator.
 
 from __future__ import annotations
 
-from typing import Any
-
+from operators._chain import Chain
 from operators._message import Message
-from operators._operator import Context, Field, Operator, Outputs, Port, Resources
+from operators._operator import Field, Operator, Outputs, Port, Resources
 from operators.controller import Controller
 from operators.decision import DecisionMaker
 from operators.detection import ObjectDetector
@@ -36,30 +35,7 @@ _IMAGE = Field("uint8", (None, None, 3))
 _POINTS = Field("float32", (None, 4))
 
 
-class _Chain(Operator):
-    """What both units share: setup, teardown, snapshot and restore of every operator."""
-
-    @property
-    def chain(self) -> dict[str, Operator]:
-        raise NotImplementedError
-
-    def setup(self, ctx: Context) -> None:
-        for op in self.chain.values():
-            op.setup(ctx)
-
-    def teardown(self) -> None:
-        for op in self.chain.values():
-            op.teardown()
-
-    def snapshot(self) -> Any:
-        return {role: op.snapshot() for role, op in self.chain.items()}
-
-    def restore(self, state: Any) -> None:
-        for role, op in self.chain.items():
-            op.restore(state[role])
-
-
-class VehiclePerception(_Chain):
+class VehiclePerception(Chain):
     """A vehicle's camera perception: lanes, objects with lidar distances, and signs.
 
     Inputs:
@@ -126,7 +102,7 @@ class VehiclePerception(_Chain):
             yield from self.fusion.process("camera", detections)
 
 
-class VehicleControl(_Chain):
+class VehicleControl(Chain):
     """A vehicle's decision loop: safety monitor -> decision maker -> controller.
 
     Inputs:

@@ -13,12 +13,12 @@ commands of every junction the unit decided in one step leave as one message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
+from operators._chain import Chain
 from operators._message import Message
-from operators._operator import Context, Operator, Outputs, Resources
+from operators._operator import Operator, Outputs, Resources
 from operators._qos import QoS
 from operators.city._errors import CityError
 from operators.city.controller import TrafficSignalController
@@ -28,7 +28,7 @@ from operators.city.estimator import QueueFlowEstimator
 from operators.city.safety import PublicSafety
 
 
-class RoadsideUnit(Operator):
+class RoadsideUnit(Chain):
     """The sensing and signal control of one roadside unit's junctions.
 
     Inputs:
@@ -89,14 +89,6 @@ class RoadsideUnit(Operator):
             "environment": self.environment,
         }
 
-    def setup(self, ctx: Context) -> None:
-        for op in self.chain.values():
-            op.setup(ctx)
-
-    def teardown(self) -> None:
-        for op in self.chain.values():
-            op.teardown()
-
     def process(self, port: str, message: Message) -> Outputs:
         if port == "plan":
             yield from self.controller.process("plan", message)
@@ -132,13 +124,6 @@ class RoadsideUnit(Operator):
 
     def on_tick(self, now: int) -> Outputs:
         return self.devices.on_tick(now)
-
-    def snapshot(self) -> Any:
-        return {role: op.snapshot() for role, op in self.chain.items()}
-
-    def restore(self, state: Any) -> None:
-        for role, op in self.chain.items():
-            op.restore(state[role])
 
 
 def _junctions(port: str, message: Message) -> list[Message]:

@@ -40,11 +40,12 @@ from test_vehicle_units import VEHICLE_EXAMPLES
 
 import operators
 from operators import Context, Field, Message, Operator, Port, Sink, Source
+from operators._chain import Chain
 from pipelines.data import data_path
 
 # -- discovery ---------------------------------------------------------------------------------
 #: The contract's own base classes: abstract, not operators to run.
-BASES = (Operator, Source, Sink)
+BASES = (Operator, Source, Sink, Chain)
 #: Modules outside ``operators`` whose operators must conform too.
 HARNESS_MODULES = ("pipelines.testing",)
 
