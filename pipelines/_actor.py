@@ -59,7 +59,7 @@ from pipelines._metrics import RayMetrics
 from pipelines._placement import Placement
 from pipelines._plan import TOPIC_NAMESPACE, TOPIC_PREFIX, make_plan, out_links, topic_actor_name
 from pipelines._policies import too_old
-from pipelines._replica_start import BootHold, restore_niceness, warm_model
+from pipelines._replica_start import BootHold, set_niceness, warm_model
 from pipelines._routing import Router
 
 #: Arrays at least this big go into the object store and travel by reference.
@@ -139,7 +139,7 @@ class OperatorActor:
         )
         extra = self.spec.operator.resources.niceness
         if extra:  # before setup: threads the operator starts inherit it
-            restore_niceness(min(19, os.getpriority(os.PRIO_PROCESS, 0) + extra))
+            set_niceness(min(19, os.getpriority(os.PRIO_PROCESS, 0) + extra))
         self.host = Host(self.spec, me.index, ctx, wall=time.time_ns, version=version)
         self.host.setup()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="operator")
@@ -340,7 +340,7 @@ class OperatorActor:
                 self._handle(actor)
         nice = os.getpriority(os.PRIO_PROCESS, 0)
         if restore_nice is not None:
-            nice = restore_niceness(restore_nice)
+            nice = set_niceness(restore_nice)
         return {"actor": self.actor, "pid": os.getpid(), "warmed_with": used,
                 "ms": round(took_ms, 2), "nice": nice}  # fmt: skip
 
@@ -478,11 +478,12 @@ class OperatorActor:
         """The link's ``in_flight`` gauge: a sample, so at most every ``GAUGE_S`` while
         messages flow (a Ray metric call per message and link is measurable), and at once
         when the link empties (the value it rests at)."""
-        now, in_flight = time.monotonic(), link.in_flight
-        if in_flight and now - self.gauged.get(link, 0.0) < GAUGE_S:
+        now = time.monotonic()
+        busy = link.queue or link.pushing  # cheaper than counting in_flight on every change
+        if busy and now - self.gauged.get(link, 0.0) < GAUGE_S:
             return
         self.gauged[link] = now
-        self.metrics.gauge("in_flight", in_flight, edge=link.edge.name)
+        self.metrics.gauge("in_flight", link.in_flight, edge=link.edge.name)
 
     def _dropped(self, link: Link, reason: str) -> None:
         # Drops the link decides (policy, rate limit, unplaceable, unroutable, lost consumer);

@@ -198,11 +198,11 @@ class Link:
         return entry.settled
 
     def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
         while self.queue and len(self.pushing) < self.edge.window and not self.unplaceable:
             entry = self.queue.pop(0)
             seq = next(self.push_seq)
             self.pushing[seq] = entry
-            loop = asyncio.get_running_loop()
             try:  # sent now, not a loop turn later when the delivery task first runs
                 answer = self.push(entry.item, seq, min(self.pushing))
             except Exception as err:  # a push that fails at once is retried like any other

@@ -21,7 +21,7 @@ What a rollout therefore does, for every replica it starts (``RayExecutor``):
   run below the stream. Any other worker that raylet happens to start in that
   second is held too, and returns to its niceness only by Ray's own means
   (not at all: it keeps 19).
-- ``restore_niceness`` in the new replica once it is warm: every thread of its
+- ``set_niceness`` in the new replica once it is warm: every thread of its
   process goes back to the niceness of the replica it replaces (Ray's worker
   niceness), so the new version serves at the same priority as the old one.
 
@@ -169,7 +169,7 @@ def _renice_all_threads(pid: int, nice: int) -> bool:
     return True
 
 
-def restore_niceness(nice: int) -> int:
+def set_niceness(nice: int) -> int:
     """Set every thread of this process to ``nice``; the niceness it has then.
 
     Raises ``PermissionError`` where the OS does not allow it (``can_lower_niceness``).

@@ -117,7 +117,7 @@ def test_a_held_process_returns_to_the_niceness_it_is_given():
         pytest.skip(can_lower_niceness(5)[1])
     code = (
         "import os; os.nice(19 - os.nice(0)); "
-        "from pipelines._replica_start import restore_niceness; print(restore_niceness(5))"
+        "from pipelines._replica_start import set_niceness; print(set_niceness(5))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "5"
