@@ -191,6 +191,8 @@ class Source(Operator):
 
     ``poll(now)`` returns the messages of one step, or ``None`` once a finite
     source is exhausted (the runtime then sends end-of-stream downstream).
+    ``now`` is the wall clock of the poll (a ``FakeClock`` under ``run_local``) even
+    in an event-time pipeline: event time is what a source stamps, not what polls it.
     Its only inputs, if any, are feedback (e.g. actuation for a simulator).
     """
 

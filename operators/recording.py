@@ -191,7 +191,10 @@ class Replay(Source):
       source a poll rate in the pipeline (``rate_hz``: the timing resolution, e.g.
       100); the first poll's ``now`` anchors the first message's event time, and
       each poll emits every message whose event time, measured from the first
-      message's, is due by ``(now - first poll's now) * speed``. Nothing sleeps:
+      message's, is due by ``(now - first poll's now) * speed``. ``now`` is the
+      wall clock the runtime polls on, in wall-time and event-time pipelines
+      alike, so recorded pace works in both (ticks and deadlines downstream
+      follow the replayed event times in an event-time pipeline). Nothing sleeps:
       a poll with nothing due returns no messages. Under a ``FakeClock`` the
       simulated emission times are exact to the poll period.
       ``speed`` (keyword-only): recorded-rate multiplier (2.0: twice as fast).

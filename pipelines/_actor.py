@@ -691,7 +691,8 @@ class OperatorActor:
                 if wait > 0:
                     await asyncio.sleep(wait / 1e9)  # pacing at the declared rate
                 due = max(due + period, time.monotonic_ns() - period)
-            outs = await self._operator(self.host.poll, self.now(), quick=True)
+            # polled on wall time in both modes: event time is what the source stamps
+            outs = await self._operator(self.host.poll, time.time_ns(), quick=True)
             if outs is None:
                 break
             for _, m in outs:

@@ -161,6 +161,9 @@ class _LocalRunner:
         self.emitted = {s.name: 0 for s in p.specs.values() if s.role == "source"}
 
     def now(self) -> int:
+        """The pipeline's clock for ticks and ``ctx.clock``: event or wall time, as it says.
+
+        Sources are polled with the wall clock in both modes (see ``run``)."""
         return self.event_now if self.p.time == "event" else self.clock()
 
     def run(self, until_ns: int | None, max_polls: int) -> LocalRun:
@@ -189,7 +192,9 @@ class _LocalRunner:
             self.clock.now_ns = max(self.clock(), due)
             for h in [h for h, t in next_poll.items() if t <= due]:
                 polls += 1
-                outs = h.poll(self.now())
+                # A poll happens at a wall-clock time: pacing (Replay's recorded pace) is
+                # wall time; event time is what the source stamps, so it cannot drive it.
+                outs = h.poll(self.clock())
                 if outs is None:
                     del next_poll[h]
                     continue
