@@ -207,7 +207,7 @@ class _LocalRunner:
                 next_tick = {h: self.event_now + h.op.tick_period_ns for h in tickers}
             for h in tickers:
                 while h in next_tick and next_tick[h] <= self.now():
-                    self._emit(h, h.tick(self.now()))
+                    self._emit(h, h.tick(next_tick[h]))  # the tick's own time, as on Ray
                     next_tick[h] += h.op.tick_period_ns
         self._drain()
         for hosts in self.hosts.values():

@@ -725,8 +725,10 @@ def test_event_time_ticks_when_the_source_is_slower_than_the_tick_in_wall_time()
     # execute
     run = run_local(p)
 
-    # assert: event times 0, 3, 6, 9, 12 s; ticks due at 2, 4, ... run when event time passes
-    assert heartbeat.ticks == [3 * S, 6 * S, 6 * S, 9 * S, 12 * S, 12 * S]
+    # assert: event times 0, 3, 6, 9, 12 s; ticks due at 2, 4, ... run when event time passes,
+    # each given its own due time while the clock reads the event time that let it run
+    assert heartbeat.ticks == [2 * S, 4 * S, 6 * S, 8 * S, 10 * S, 12 * S]
+    assert heartbeat.clock_at_tick == [3 * S, 6 * S, 6 * S, 9 * S, 12 * S, 12 * S]
     assert len(run.sink("out")) == 6
 
 
