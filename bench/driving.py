@@ -335,11 +335,11 @@ class RecordedSensors(Source):
 
     Inputs: none. Outputs: ``ego``, ``lidar``, ``camera`` as recorded. Each poll emits the
     messages of the next ``1 / poll_hz`` seconds of event time (the ``DrivingSimulator``'s
-    polling contract, so a pipeline rate of ``poll_hz`` replays in real time in an
-    event-time pipeline, where ``Replay(pace="recorded")`` would wait on an event-time clock
-    that only its own messages advance). The recording is decoded in ``setup``, before
-    the clock starts: what the vehicle's operators then cost is theirs, the sensor's being
-    the runtime's put of each frame, as for a camera driver.
+    polling contract, so a pipeline rate of ``poll_hz`` replays in real time). Unlike
+    ``Replay(pace="recorded")``, which decodes each message as it emits it, the whole
+    recording is decoded in ``setup``, before the clock starts: what the vehicle's
+    operators then cost is theirs, the sensor's being the runtime's put of each frame,
+    as for a camera driver.
     """
 
     outputs = SENSOR_PORTS
