@@ -10,20 +10,22 @@ what a camera gives, so callers need no preprocessing:
 
 Inside, each image is standardised by its own mean and spread (so exposure matters
 little), then three conv blocks and a linear layer; ``members`` > 1 exports the mean of
-several such networks (one seed each) as one graph. Training uses the few real images
-as templates (``models.training.sign_synthesis``): each is mirrored where its class
-allows, repeated ``real_repeat`` times per epoch and every repeat is a new view of it
-(warped, put on another background, re-lit, degraded), so the real signs weigh more
-than the simulator crops that each epoch also draws.
+several such networks (one seed each) as one graph, and ``views`` has that graph score a
+few zoomed copies of each crop and average them (test-time views,
+``models.training.sign_views``). Training uses the few real images as templates
+(``models.training.sign_synthesis``): each is mirrored where its class allows, repeated
+``real_repeat`` times per epoch and every repeat is a new view of it (warped, put on
+another background, re-lit, degraded), so the real signs weigh more than the simulator
+crops that each epoch also draws.
 
 Run (needs the ``[train]`` extra, PyTorch CPU)::
 
     python -m pipelines.sign_dataset /tmp/signs                       # the dataset
     python -m models.training.signs /tmp/signs/signs.parquet models/artifacts/gtsrb-signs
 
-It prints the accuracy on the dataset's held-out splits as a last-line JSON object.
-PyTorch is imported inside the functions that need it: it is an optional extra, and
-``models`` must import without it.
+It prints the accuracy of the exported ``model.onnx`` on the dataset's held-out splits as
+a last-line JSON object. PyTorch is imported inside the functions that need it: it is an
+optional extra, and ``models`` must import without it.
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ from pathlib import Path
 import numpy as np
 
 from models.datasets import read_image_dataset
+from models.inference import open_session
 from models.training.sign_synthesis import (
     camera_effects,
     mirror_templates,
     plate_masks,
     real_views,
 )
+from models.training.sign_views import add_views
 
 NUM_CLASSES = 43
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
@@ -56,7 +60,8 @@ class TrainConfig:
     """How to train: epochs, batch size, peak learning rate, seed, label smoothing, network
     width, how many simulator crops each epoch draws and how often each real image repeats
     in it, how many networks (seeds ``seed``, ``seed + 1``, ...) the exported model averages,
-    and whether to hold one real training image per class out for validation
+    whether it averages test-time views of each crop too (``sign_views.VIEWS``), and
+    whether to hold one real training image per class out for validation
     (``held_out_real``) instead of reporting the real test split."""
 
     epochs: int = 16
@@ -68,6 +73,7 @@ class TrainConfig:
     real_repeat: int = 60
     sim_per_epoch: int = 4000
     members: int = 3
+    views: bool = True
     validate: bool = False
 
 
@@ -213,11 +219,14 @@ def export_onnx(net, path: str | os.PathLike[str]) -> Path:
 
 
 def held_out_accuracy(
-    net, dataset: str | os.PathLike[str], *, validate: bool = False
+    model: str | os.PathLike[str], dataset: str | os.PathLike[str], *, validate: bool = False
 ) -> dict[str, float]:
-    """Accuracy on the dataset's ``test`` split per origin (``sim``, ``gtsrb``); with
-    ``validate``, on the real validation images (``held_out_real``) instead of the real
-    test split, which recipe choices must not look at."""
+    """Accuracy of the ONNX classifier ``model`` on the dataset's ``test`` split per origin
+    (``sim``, ``gtsrb``); with ``validate``, on the real validation images
+    (``held_out_real``) instead of the real test split, which recipe choices must not
+    look at."""
+    session = open_session(model, intra_op_threads=min(2, os.cpu_count() or 1),
+                           providers=["CPUExecutionProvider"])  # fmt: skip
     sets = {"sim_test": read_image_dataset(dataset, split="test", origin="sim")}
     if validate:
         X, y = read_image_dataset(dataset, split="train", origin="gtsrb")
@@ -228,7 +237,8 @@ def held_out_accuracy(
     result = {}
     for name, (X, y) in sets.items():
         if len(y):
-            result[f"acc_{name}"] = round(float((predict(net, X) == y).mean()), 4)
+            scores = session.run([OUTPUT_NAME], {INPUT_NAME: X})[0]
+            result[f"acc_{name}"] = round(float((scores.argmax(1) == y).mean()), 4)
             result[f"n_{name}"] = len(y)
     return result
 
@@ -254,7 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     nets = [train(args.dataset, replace(config, seed=seed)) for seed in seeds]
     net = nets[0] if len(nets) == 1 else ensemble(nets)
     path = export_onnx(net, Path(args.out_dir) / "model.onnx")
-    accuracy = held_out_accuracy(net, args.dataset, validate=config.validate)
+    if config.views:
+        add_views(path)
+    accuracy = held_out_accuracy(path, args.dataset, validate=config.validate)
     summary = {**asdict(config), **accuracy,
                "train_s": round(time.perf_counter() - started, 1), "model": str(path),
                "bytes": path.stat().st_size}  # fmt: skip
