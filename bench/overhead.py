@@ -23,10 +23,11 @@ Three comparisons, each against a peer measured in the same run:
 - ``stage_cpu_ms_per_frame_ratio``: CPU time (from ``/proc``) one pass-through stage
   spends per frame in the throughput run, edgeray over raw Ray: what a hop costs.
 
-A full run does every arm in 3 rounds (each peer right after its edgeray arm) and
-reports each ratio's median round, every round's ratio beside it (``*_runs``) and
-the median of each absolute figure: the ratios move by 10-20% between runs on
-this shared machine. Run: ``python -m bench.overhead`` (about 4.5 minutes;
+Both Ray arms run on one local Ray instance whose workers run at nice 0, as on
+edgeray's fleets (``cluster._ray_config``). A full run does every arm in 3 rounds
+(each peer right after its edgeray arm) and reports each ratio's median round,
+every round's ratio beside it (``*_runs``) and the median of each absolute
+figure: the ratios move by 10-20% between runs on this shared machine. Run: ``python -m bench.overhead`` (about 4.5 minutes;
 ``--quick``: one round, under a minute). The last line printed is one JSON
 object; a full run writes it to ``bench/results/overhead.json``, a quick one to
 ``overhead.quick.json``.
@@ -55,6 +56,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
+from cluster._ray_config import WORKER_NICENESS  # noqa: E402
 from operators import Message, Operator, Resources, Sink, Source  # noqa: E402
 from pipelines import Pipeline  # noqa: E402
 from pipelines._runtime import Runtime  # noqa: E402
@@ -329,8 +331,10 @@ def main(argv: list[str] | None = None) -> dict:
     frames = 120 if args.quick else 600
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # address="local": a new instance even where a `ray start` cluster (or its stale
-    # /tmp/ray/ray_current_cluster file) is around
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # /tmp/ray/ray_current_cluster file) is around; workers at the niceness edgeray's fleets
+    # give them, for both arms
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             _system_config={"worker_niceness": WORKER_NICENESS})  # fmt: skip
     rounds = 1 if args.quick else 3
     runs: list[dict[str, float]] = []
     try:

@@ -25,16 +25,16 @@ Figures, each against a peer measured in the same run:
   ``p99_ratio_bare_actor_starts``: the peer without edgeray in it, the same
   ratio while a bare Ray actor (no operator, no model) starts on each node in
   turn, one every ~0.8 s like the rolling batches: what starting any Ray
-  worker process costs the stream on these shared cores (Ray boots a worker
-  at the raylet's nice 0 for ~0.4 s of CPU before it lowers itself to 15;
-  a rollout holds its new replicas' boot at nice 19, ``pipelines._replica_start``,
-  so the peer is what the rollout would cost without that).
+  worker process costs the stream on these shared cores (a worker boots for
+  ~0.8 s of CPU at the stream's own niceness; a rollout holds its new
+  replicas' boot at nice 19, ``pipelines._replica_start``, so the peer is what
+  the rollout would cost without that).
   ``boot_held_replicas``: of the replicas the median run started, how many
   booted held below the stream (``held/started``).
   ``other_load_cores_steady`` / ``..._during_upgrade`` (``..._runs``: every
   run's pair): cores that processes outside the benchmark kept busy in each
-  window (``OtherLoad``). Ray runs its workers at nice 15, so anything else on
-  the machine at nice 0 goes first: a ratio means little where these differ.
+  window (``OtherLoad``): they compete with the stream for the same cores, so a
+  ratio means little where these differ.
 - ``canary_rolled_back``: the canary of ``det@3`` ended ``rolled-back``.
 - ``upgrade_s_by_replicas`` and ``upgrade_s_per_replica_ratio``: seconds to
   roll N replicas (batch 1), for N = 1.. nodes; the ratio of seconds per

@@ -28,6 +28,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from cluster._ray_config import WORKER_NICENESS
 from cluster._spec import FleetSpec, NodeSpec
 
 RAY_VERSION = "2.60.0"
@@ -121,6 +122,8 @@ def kuberay_manifest(spec: FleetSpec, *, image: str = RAY_IMAGE) -> dict[str, An
                     "dashboard-host": "0.0.0.0",
                     "num-cpus": str(round(head.num_cpus)),
                     "labels": "edge.node=head,edge.role=head",
+                    # Ray hands the head's system config on to every node that joins.
+                    "system-config": json.dumps({"worker_niceness": WORKER_NICENESS}),
                 },
                 "template": _pod("ray-head", image, max(head.num_cpus, 1), head.memory),
             },

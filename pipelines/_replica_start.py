@@ -2,14 +2,15 @@
 
 Measured on a 2-core node streaming at 60 Hz (``bench.rollout``), starting a new
 replica costs about 0.8 s of CPU, almost all of it before any edgeray code runs:
-the Python interpreter, ``import ray`` and the connection to the node (~0.4 s
-of it at nice 0: Ray's raylet starts a worker at its own niceness, 0, and the
-worker lowers itself to Ray's ``worker_niceness``, 15, only once connected);
-then the actor class and the pipeline are unpickled (edgeray and ONNX Runtime
-imported), the model is fetched and opened (~0.04 s) and warmed (~0.01 s).
-The stream's replicas run at nice 15, so those first ~0.4 s at nice 0 weigh
-28 times as much as each of them: they stalled the stream for 100-200 ms at
-each start, whether the new process held an operator or nothing at all.
+the Python interpreter, ``import ray`` and the connection to the node; then the
+actor class and the pipeline are unpickled (edgeray and ONNX Runtime imported),
+the model is fetched and opened (~0.04 s) and warmed (~0.01 s). Ray's raylet
+starts a worker at its own niceness, 0, the niceness edgeray's fleets give every
+worker (``cluster._ray_config``; with Ray's default, 15, the boot ran 28 times
+the stream's weight until the worker lowered itself once connected). At equal
+weight the boot still takes half of a contended core from the stream for most
+of a second: that stalled it at each start, whether the new process held an
+operator or nothing at all.
 
 What a rollout therefore does, for every replica it starts (``RayExecutor``):
 
@@ -25,8 +26,8 @@ What a rollout therefore does, for every replica it starts (``RayExecutor``):
   process goes back to the niceness of the replica it replaces (Ray's worker
   niceness), so the new version serves at the same priority as the old one.
 
-Lowering a niceness again (19 -> 15) needs ``CAP_SYS_NICE`` or an
-``RLIMIT_NICE`` of at least ``20 - 15 = 5`` (``ulimit -e``; systemd's
+Lowering a niceness again (19 -> 0) needs ``CAP_SYS_NICE`` or an
+``RLIMIT_NICE`` of at least ``20 - 0 = 20`` (``ulimit -e``; systemd's
 ``LimitNICE=``); Linux allows anyone to raise it. Where neither is granted
 (``can_lower_niceness``), the hold is not taken: the new process boots as Ray
 starts it (the stall above), rather than leave a replica of the new version

@@ -10,10 +10,10 @@ Where the OS has it (Linux), every trainer thread runs under ``SCHED_IDLE``: it
 gets a core only when nothing else wants it, and a waking pipeline thread
 preempts it at once. That is the bounded share: all of what is left over, none
 of what the pipeline needs. Niceness is the fallback elsewhere; it bounds far
-less, since Ray starts every worker at nice 15 (the pipeline's too) and the
-scheduler weight of nice 19 against nice 15 is 15 against 36, i.e. ~30% of a
-contended core. Any unprivileged thread may move itself to ``SCHED_IDLE``;
-threads started later inherit it.
+less: added to the niceness Ray starts every worker at (the pipeline's too; 0 on
+edgeray's fleets, ``cluster._ray_config``), the default 10 weighs 110 against the
+pipeline's 1024, i.e. ~10% of a contended core. Any unprivileged thread may move
+itself to ``SCHED_IDLE``; threads started later inherit it.
 
 The thread caps of BLAS / OpenMP pools are read once, when the library loads:
 ``trainer_env`` goes into the actor's ``runtime_env`` so they hold before the
@@ -95,9 +95,8 @@ def bound_thread(share: CpuShare, thread: int = 0) -> str:
     applied (on Linux a scheduling class belongs to a thread, not to its process).
 
     ``"idle"`` when ``share.idle`` and the OS lets the thread move to ``SCHED_IDLE``,
-    else ``"nice"``: ``share.niceness`` added to the thread's own (at most 19). Ray
-    already starts its workers at nice 15, the live pipeline's too, so an absolute
-    niceness would change nothing there.
+    else ``"nice"``: ``share.niceness`` added to the thread's own (at most 19), so it
+    stays below the live pipeline's workers whatever niceness Ray starts them at.
     """
     if share.idle and hasattr(os, "SCHED_IDLE"):
         try:

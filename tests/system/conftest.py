@@ -1,4 +1,4 @@
-"""A session-scoped local Ray cluster of labeled nodes, with fast health checks.
+"""A session-scoped local Ray cluster of labeled nodes, with the fleet's Ray settings.
 
 Shared by the system tests that leave it intact; tests that kill nodes or need
 another fleet shape start their own small cluster.
@@ -13,16 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from cluster._ray_config import SYSTEM_CONFIG
+
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
-FAST_HEALTH = {
-    "health_check_period_ms": 500,
-    "health_check_timeout_ms": 500,
-    "health_check_failure_threshold": 3,
-    "health_check_initial_delay_ms": 0,
-    "metrics_report_interval_ms": 1000,
-}
+# The fleet's own settings (fast health checks, workers at nice 0), metrics every second.
+RAY_SYSTEM_CONFIG = {**SYSTEM_CONFIG, "metrics_report_interval_ms": 1000}
 
 NODES = [
     {"edge.node": "vehicle-1", "edge.role": "vehicle", "edge.sensor.camera": "true"},
@@ -43,7 +40,7 @@ def start_cluster(nodes: list[dict[str, str]], *, cpus: float = 2, store_mb: int
             "num_cpus": 1,
             "object_store_memory": store_mb * 2**20,
             "include_dashboard": False,
-            "_system_config": FAST_HEALTH,
+            "_system_config": RAY_SYSTEM_CONFIG,
         },
     )
     try:

@@ -25,6 +25,7 @@ from bench.rollout import (
     detector_model,
     register_detectors,
 )
+from cluster._ray_config import WORKER_NICENESS
 from cluster.rollout import ReplicaVersion, RolloutRefused
 from models import Registry
 from operators import Operator, Resources
@@ -424,4 +425,4 @@ def test_a_new_replica_boots_held_below_the_stream_and_serves_at_its_niceness(
     for b in out.record["boot"]:
         assert b["not_held_because"] == ""  # a root / CAP_SYS_NICE test machine
         assert b["held_pids"] == [b["pid"]], b  # the new replica's process, and nothing else
-        assert b["nice"] == 15  # Ray's worker niceness, as the replica it replaced
+        assert b["nice"] == WORKER_NICENESS  # the fleet's worker niceness, as the one replaced

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import ray
 
+from cluster._ray_config import WORKER_NICENESS
 from operators import Message, Operator, QoS, Resources, Source
 from pipelines import Pipeline
 from pipelines._plan import TOPIC_NAMESPACE
@@ -156,6 +157,7 @@ def test_an_operator_s_niceness_is_added_to_every_thread_of_its_replica(ray_clus
     runtime = Runtime(p)
     runtime.deploy()
     base = runtime.placed["niceness/plain#0"]["nice"]
+    assert base == WORKER_NICENESS  # the fleet's Ray setting, not Ray's default 15
     yields = runtime.placed["niceness/yields#0"]
     assert yields["nice"] == min(19, base + 3)
     threads = os.listdir(f"/proc/{yields['pid']}/task")  # the local cluster: this machine

@@ -11,6 +11,7 @@ import pytest
 
 from cluster._deploy import join_command, kuberay_manifest
 from cluster._errors import FleetError, FleetSpecError
+from cluster._ray_config import WORKER_NICENESS
 from cluster._spec import default_spec_path, load_spec, parse_spec
 from models import EdgerayError
 from pipelines._errors import PipelineFileError
@@ -193,6 +194,8 @@ def test_kuberay_manifest_has_one_worker_group_per_role_with_documented_fields()
     assert set(doc["spec"]) <= RAYCLUSTER_SPEC
     assert doc["spec"]["authOptions"] == {"mode": "token"}
     assert set(doc["spec"]["headGroupSpec"]) <= HEAD_GROUP
+    head_config = json.loads(doc["spec"]["headGroupSpec"]["rayStartParams"]["system-config"])
+    assert head_config == {"worker_niceness": WORKER_NICENESS}
     groups = {g["groupName"]: g for g in doc["spec"]["workerGroupSpecs"]}
     assert set(groups) == {"vehicle", "hub"}
     for g in groups.values():
