@@ -66,9 +66,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from operators import Operator, Resources, Source
+from operators import Operator, Source
 from operators.annotate import AnnotatedVideo, Annotator
 from operators.calibration import Calibration
 from operators.detection import SIM_DETECTOR_HW, ObjectDetector, input_for
@@ -280,8 +281,9 @@ def _perception(
 
 
 def _share(op: Operator, role: str) -> Operator:
-    """``op`` declaring its ``SHARES`` CPUs (an instance may override its class's resources)."""
-    op.resources = Resources(num_cpus=SHARES[role])
+    """``op`` declaring its ``SHARES`` CPUs (an instance may override its class's resources);
+    the rest of what its class declares (``VehiclePerception``'s niceness) stays."""
+    op.resources = replace(op.resources, num_cpus=SHARES[role])
     return op
 
 

@@ -42,6 +42,9 @@ def test_validates_against_the_local_fleet_and_fits_its_nodes(tmp_path):
         names = [n for n, sel in on.items() if sel["edge.role"] == role]
         assert len(names) >= 4
         assert sum(p.specs[n].operator.resources.num_cpus for n in names) <= 0.95 + 1e-9
+    # perception gives way on the vehicle's cores, the control loop does not
+    assert p.specs["perception"].operator.resources.niceness == 4
+    assert p.specs["control"].operator.resources.niceness == 0
     feedback = {e.name: (e.policy, e.window) for e in p.edges if e.feedback}
     assert feedback == {"control.control->sim.control": ("latest-only", 1),
                         "v2v.advisory->control.advisory": ("block", 4)}  # fmt: skip
