@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
 from models import ModelResolver
 from operators import Context, EndOfStream, Message, Operator
@@ -296,6 +296,13 @@ class OperatorActor:
     async def retarget(self, operator: str, slots: dict[int, str]) -> None:
         """Send ``operator``'s slots (index -> actor) to new actors from now on; return once
         everything that went to the actors they replace is settled."""
+        for actor in slots.values():  # looked up and connected before frames wait on it
+            with contextlib.suppress(ValueError, RayError):  # gone: its link will say so
+                if actor not in self.handles:
+                    self.handles[actor] = await asyncio.to_thread(
+                        ray.get_actor, actor, namespace=self.config.namespace
+                    )
+                await self.handles[actor].__ray_ready__.remote()
         old = []
         for index, actor in slots.items():
             old.append(self.targets[operator][index])

@@ -33,7 +33,10 @@ drives a planner from ``cluster.rollout`` with ``RayExecutor``:
   it sent to the old replica is settled; the old replica settles its outputs
   and hands its state over (``snapshot`` -> ``restore``); the new one resumes;
   the old one stops (or stays warm for a rollback). Nothing is dropped:
-  frames wait in the producers' bounded windows while the slot switches.
+  frames wait in the producers' bounded windows while the slot switches. An
+  operator with nothing to hand over (no ``snapshot``, no ticks) switches
+  without that wait: the new replica runs before the producers retarget, so it
+  takes the slot's frames at once while the old one finishes its own.
 - ``Stop``: a replica kept warm stops; its figures join the run's summary.
 """
 
@@ -516,14 +519,22 @@ class RayExecutor:
         slots = [s for s in self._slots(action.slots) if s.active != action.version]
         old = {s.index: s.actors[s.active] for s in slots}
         new = {s.index: s.actors[action.version] for s in slots}
-        self._get([self._handle(a).pause.remote() for a in new.values()])
         producers = sorted({a for e in ctl.p.in_edges(self.op) for a in self._names(e.src)})
-        retargeted = [self._handle(p).retarget.remote(self.op, new) for p in producers]
-        # retarget -> handover -> resume chained by their results: each step starts as soon as
-        # Ray has the one before, not after a round trip through this controller (frames for
-        # the slot wait at the new replica meanwhile)
-        self._get([self._handle(new[i]).resume.remote(self._handle(a).handover.remote(*retargeted))
-                   for i, a in old.items()])  # fmt: skip
+        if not any(_hands_over(ctl.operators[(self.op, s.active)]) for s in slots):
+            # nothing to hand over: the new replicas take the slot's frames the moment the
+            # producers retarget, while the old ones finish theirs
+            self._get([self._handle(a).resume.remote(None) for a in new.values()])
+            retargeted = [self._handle(p).retarget.remote(self.op, new) for p in producers]
+            self._get([self._handle(a).handover.remote(*retargeted) for a in old.values()])
+        else:
+            self._get([self._handle(a).pause.remote() for a in new.values()])
+            retargeted = [self._handle(p).retarget.remote(self.op, new) for p in producers]
+            # retarget -> handover -> resume chained by their results: each step starts as
+            # soon as Ray has the one before, not after a round trip through this controller
+            # (frames for the slot wait at the new replica meanwhile)
+            self._get([self._handle(new[i]).resume.remote(
+                           self._handle(a).handover.remote(*retargeted))
+                       for i, a in old.items()])  # fmt: skip
         now = time.monotonic_ns()
         with ctl.lock:
             for s in slots:
@@ -596,6 +607,13 @@ class RayExecutor:
     @staticmethod
     def _get(refs: list[Any], timeout: float | None = None) -> list[Any]:
         return ray.get(refs, timeout=timeout)
+
+
+def _hands_over(operator: Operator) -> bool:
+    """Whether a replica of ``operator`` has state to hand over when its slot switches: it
+    keeps some (its class defines ``snapshot``) or it ticks (two replicas of a slot must
+    not tick at once)."""
+    return type(operator).snapshot is not Operator.snapshot or bool(operator.tick_period_ns)
 
 
 def _version_metrics(figures: list[dict[str, Any]]) -> VersionMetrics:
