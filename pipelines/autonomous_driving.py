@@ -124,6 +124,10 @@ SHARES = {
     "sim": 0.2, "control": 0.1, "v2v": 0.05, "perception": 0.4,
     "annotate": 0.1, "video": 0.1, "recorder": 0.05,
 }  # fmt: skip
+#: Niceness added to the hub's recorders and video (on a real fleet the hub is another
+#: machine; where it shares the vehicle's cores, its logging gives way to the control loop).
+#: ``VehiclePerception`` declares its own (4).
+NICENESS = {"annotate": 10, "video": 10, "recorder": 10}
 
 
 def build(
@@ -281,9 +285,10 @@ def _perception(
 
 
 def _share(op: Operator, role: str) -> Operator:
-    """``op`` declaring its ``SHARES`` CPUs (an instance may override its class's resources);
-    the rest of what its class declares (``VehiclePerception``'s niceness) stays."""
-    op.resources = replace(op.resources, num_cpus=SHARES[role])
+    """``op`` declaring its ``SHARES`` CPUs and ``NICENESS`` (an instance may override its
+    class's resources); the rest of what its class declares stays."""
+    niceness = NICENESS.get(role, op.resources.niceness)
+    op.resources = replace(op.resources, num_cpus=SHARES[role], niceness=niceness)
     return op
 
 

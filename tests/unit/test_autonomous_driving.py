@@ -45,6 +45,7 @@ def test_validates_against_the_local_fleet_and_fits_its_nodes(tmp_path):
     # perception gives way on the vehicle's cores, the control loop does not
     assert p.specs["perception"].operator.resources.niceness == 4
     assert p.specs["control"].operator.resources.niceness == 0
+    assert {p.specs[n].operator.resources.niceness for n in hub} == {10}  # logging gives way
     feedback = {e.name: (e.policy, e.window) for e in p.edges if e.feedback}
     assert feedback == {"control.control->sim.control": ("latest-only", 1),
                         "v2v.advisory->control.advisory": ("block", 4)}  # fmt: skip
