@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster._ray_config import SYSTEM_CONFIG
-
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before anything imports Ray
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+from cluster._ray_config import SYSTEM_CONFIG  # after the environment: cluster imports Ray
 
 # The fleet's own settings (fast health checks, workers at nice 0), metrics every second.
 RAY_SYSTEM_CONFIG = {**SYSTEM_CONFIG, "metrics_report_interval_ms": 1000}
