@@ -27,10 +27,10 @@ Both Ray arms run on one local Ray instance whose workers run at nice 0, as on
 edgeray's fleets (``cluster._ray_config``). A full run does every arm in 3 rounds
 (each peer right after its edgeray arm) and reports each ratio's median round,
 every round's ratio beside it (``*_runs``) and the median of each absolute
-figure: the ratios move by 10-20% between runs on this shared machine. Run: ``python -m bench.overhead`` (about 4.5 minutes;
-``--quick``: one round, under a minute). The last line printed is one JSON
-object; a full run writes it to ``bench/results/overhead.json``, a quick one to
-``overhead.quick.json``.
+figure: the ratios move by 10-20% between runs on this shared machine. Run:
+``python -m bench.overhead`` (about 4.5 minutes; ``--quick``: one round, under a
+minute). The last line printed is one JSON object; a full run writes it to
+``bench/results/overhead.json``, a quick one to ``overhead.quick.json``.
 """
 
 from __future__ import annotations
